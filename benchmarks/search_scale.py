@@ -1,0 +1,119 @@
+"""Search at scale: exact vs FAISS over 1,000,000 embeddings (writes benchmarks/results/search_scale.json).
+
+The database: every real LFW embedding plus distractors, each a random
+mixture of 2-3 real embeddings (different people) with Gaussian noise,
+renormalised -- face-like points that are nobody in particular. Queries: one
+image of each LFW person with at least two images, whose other images are in
+the database. Reported per index: build seconds, median and p99 latency of
+one query at a time, recall@1 (same nearest neighbour as exact search),
+identification rank-1 and bytes per face (codes alone and the whole index).
+
+    python benchmarks/search_scale.py [--n 1000000] [--kinds exact ivf-sq8 ivf-pq hnsw-sq8] [--queries 1000]
+
+--synthetic uses random unit vectors instead of the LFW cache (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from _recognition_common import lfw_embeddings, write_result
+
+
+def distractors(real: np.ndarray, n: int, rng: np.random.Generator, noise: float = 0.25) -> np.ndarray:
+    out = np.empty((n, real.shape[1]), np.float32)
+    for s in range(0, n, 100_000):
+        m = min(100_000, n - s)
+        parts = rng.integers(2, 4, size=m)
+        idx = rng.integers(0, len(real), size=(m, 3))
+        w = rng.dirichlet(np.ones(3), size=m)
+        w[parts == 2, 2] = 0
+        mix = np.einsum("mk,mkd->md", w, real[idx]) + rng.normal(scale=noise / np.sqrt(real.shape[1]),
+                                                                  size=(m, real.shape[1]))
+        out[s:s + m] = mix / np.linalg.norm(mix, axis=1, keepdims=True)
+    return out
+
+
+def main() -> int:
+    from facespace.gallery.search import ExactIndex, build_index
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--n", type=int, default=1_000_000, help="database size (default 1,000,000)")
+    parser.add_argument("--kinds", nargs="+", default=["exact", "ivf-sq8", "ivf-pq", "hnsw-sq8"])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="FAISS/BLAS threads (default: library's)")
+    parser.add_argument("--synthetic", action="store_true", help="random unit vectors instead of LFW (smoke test)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    if args.threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+
+    if args.synthetic:
+        dim = 128
+        real = rng.normal(size=(13233, dim)).astype(np.float32)
+        real /= np.linalg.norm(real, axis=1, keepdims=True)
+        labels = np.arange(len(real)) // 2
+        model = "synthetic"
+    else:
+        _, labels, real, _, pipeline = lfw_embeddings(args.model)
+        model = pipeline.model_name
+    counts = np.bincount(labels)
+    first = np.r_[True, labels[1:] != labels[:-1]]
+    query_rows = np.flatnonzero(first & (counts[labels] >= 2))
+    rng.shuffle(query_rows)
+    query_rows = query_rows[:args.queries]
+    base_rows = np.setdiff1d(np.arange(len(real)), query_rows)
+    extra = max(args.n - len(base_rows), 0)
+    t0 = time.perf_counter()
+    db = np.concatenate([real[base_rows], distractors(real, extra, rng)]) if extra else real[base_rows][:args.n]
+    db_labels = np.concatenate([labels[base_rows], np.full(extra, -1)])[:len(db)]
+    print(f"database {len(db):,} x {db.shape[1]} ({len(base_rows):,} real) in {time.perf_counter() - t0:.1f}s; "
+          f"{len(query_rows)} queries", flush=True)
+    queries = real[query_rows]
+    truth_labels = labels[query_rows]
+
+    exact = ExactIndex(db)
+    _, exact_ids = exact.search(queries, 1)
+    runs = []
+    for kind in args.kinds:
+        t0 = time.perf_counter()
+        index = exact if kind == "exact" else build_index(db, kind, nprobe=args.nprobe)
+        build = time.perf_counter() - t0
+        times, ids = [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, i = index.search(q[None], 1)
+            times.append(time.perf_counter() - t)
+            ids.append(i[0, 0])
+        ids = np.array(ids)
+        run = {"index": kind, "build_seconds": round(build, 2),
+               "latency_ms_median": round(1000 * float(np.median(times)), 3),
+               "latency_ms_p99": round(1000 * float(np.percentile(times, 99)), 3),
+               "recall_at_1": float(np.mean(ids == exact_ids[:, 0])),
+               "rank1_identification": float(np.mean(db_labels[ids] == truth_labels)),
+               "code_bytes_per_face": index.code_bytes,
+               "index_bytes_per_face": round(float(index.bytes_per_vector), 1)}
+        if kind.startswith("ivf"):
+            run["nlist"], run["nprobe"] = index.nlist, index.index.nprobe
+        runs.append(run)
+        print(run, flush=True)
+        if index is not exact:
+            del index
+    write_result("search_scale.json" if not args.synthetic and args.n == 1_000_000
+                 else f"search_scale_{'synthetic_' if args.synthetic else ''}{args.n}.json",
+                 {"benchmark": "search_scale", "model": model, "database": len(db), "dim": int(db.shape[1]),
+                  "real_embeddings": int(len(base_rows)), "distractors": int(extra), "queries": len(query_rows),
+                  "runs": runs})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

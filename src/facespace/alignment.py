@@ -1,0 +1,113 @@
+"""Turning a detected face into the fixed-size crop the embedding network expects.
+
+Three ways, the ones the literature compares:
+
+* ``"align"``  -- a 5-point similarity transform (rotation, uniform scale,
+  translation) that maps the detected landmarks onto a canonical template;
+* ``"margin"`` -- the detector's box widened by a margin and resized, as in
+  David Sandberg's facenet (the framing both pretrained models were trained on);
+* ``"centre"`` -- a fixed centre crop with no detection at all (the FaceNet
+  paper's 98.87% LFW setting; only meaningful for pre-cropped images like LFW).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+AlignMode = Literal["align", "margin", "centre"]
+ALIGN_MODES: tuple[str, ...] = ("align", "margin", "centre")
+
+#: Canonical landmark positions (left eye, right eye, nose, mouth left, mouth
+#: right) as fractions of the output side. Derived as the mean MTCNN landmarks
+#: of LFW faces inside Sandberg's 32-px-margin crop at 160 px
+#: (``benchmarks/derive_template.py``, 600 faces,
+#: mirrored to be symmetric; ``benchmarks/results/template.json``), so aligned faces keep the framing the
+#: pretrained networks saw in training, only upright and centred.
+DEFAULT_TEMPLATE = np.array(
+    [
+        [0.3341, 0.4158],
+        [0.6659, 0.4158],
+        [0.5000, 0.5723],
+        [0.3533, 0.7074],
+        [0.6467, 0.7074],
+    ],
+    dtype=np.float64,
+)
+
+
+def template_id(template: np.ndarray | None = None) -> str:
+    """A short fingerprint of a template, recorded with embeddings made by aligning to it."""
+    values = DEFAULT_TEMPLATE if template is None else np.asarray(template)
+    return "t" + hashlib.sha1(np.round(values, 4).tobytes()).hexdigest()[:8]
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama 1991) taking ``src`` points to ``dst``.
+
+    Returns the 2x3 affine matrix. Reflections are excluded, so a face is never mirrored.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(covariance)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1, 1] = -1
+    rotation = u @ d @ vt
+    variance = (src_c**2).sum() / len(src)
+    scale = np.trace(np.diag(s) @ d) / variance if variance > 0 else 1.0
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align_face(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    size: int = 160,
+    template: np.ndarray | None = None,
+) -> np.ndarray:
+    """Warp ``image`` so the 5 ``landmarks`` land on the template, giving a size x size crop."""
+    template = DEFAULT_TEMPLATE if template is None else np.asarray(template)
+    matrix = similarity_transform(np.asarray(landmarks).reshape(5, 2), template * size)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def margin_crop(image: np.ndarray, box: Sequence[float], size: int = 160, margin: int = 32) -> np.ndarray:
+    """Crop ``box`` widened by ``margin`` pixels in total per axis (Sandberg's rule), resized to size x size.
+
+    The margin is counted in the source image's pixels, clipped to the image, and the
+    (not always square) crop is resized to a square, exactly as the pretrained
+    networks' training crops were made.
+    """
+    height, width = image.shape[:2]
+    x1 = int(max(np.floor(box[0]) - margin / 2, 0))
+    y1 = int(max(np.floor(box[1]) - margin / 2, 0))
+    x2 = int(min(np.floor(box[2]) + margin / 2, width))
+    y2 = int(min(np.floor(box[3]) + margin / 2, height))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        raise ValueError(f"face box {list(map(float, box))} lies outside the {width}x{height} image")
+    crop = image[y1:y2, x1:x2]
+    interpolation = cv2.INTER_AREA if (x2 - x1) > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
+def centre_crop(image: np.ndarray, size: int = 160, fraction: float = 0.64) -> np.ndarray:
+    """The central square covering ``fraction`` of the shorter side, resized to size x size.
+
+    With LFW's 250 px images the default 0.64 takes the central 160 px unscaled.
+    """
+    height, width = image.shape[:2]
+    side = max(int(round(min(height, width) * fraction)), 1)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = image[top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(crop)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)

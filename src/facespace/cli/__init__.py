@@ -1,0 +1,1 @@
+"""The ``facespace`` command line: one module per command group."""

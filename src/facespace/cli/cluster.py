@@ -1,0 +1,137 @@
+"""``facespace cluster PHOTOS_DIR --out OUT``: group the faces of a photo collection by person.
+
+Writes ``OUT/clusters.json``, ``OUT/thumbs/*.jpg`` (one thumbnail per face)
+and ``OUT/index.html``: one grid of face thumbnails per cluster, largest
+first, each linked to its source photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from PIL import Image
+
+from ..clustering import LINKAGES, METHODS, cluster
+from ..errors import FacespaceError
+from .common import add_pipeline_options, pipeline_from_args
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+THUMB = 112
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="group the faces in a folder of photos by person (JSON + HTML)")
+    p.add_argument("photos", metavar="PHOTOS_DIR", help="folder of photos (searched recursively)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder for clusters.json and index.html")
+    p.add_argument("--method", choices=METHODS, default="agglomerative", help="default: agglomerative")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="squared-distance threshold (default: the model's verification threshold)")
+    p.add_argument("--k", type=int, default=None, help="clusters for k-means (default: estimated)")
+    p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative linkage")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pipeline_options(p)
+    p.set_defaults(handler=run_cluster)
+
+
+def find_images(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FacespaceError(f"{root}: no such folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    paths = find_images(Path(args.photos))
+    if not paths:
+        raise FacespaceError(f"{args.photos}: no images found")
+    pipeline = pipeline_from_args(args)
+    out = Path(args.out)
+    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    faces, errors, embeddings = [], [], []
+    for path, result in zip(paths, pipeline.iter_embed_images(paths, progress=not args.quiet, total=len(paths))):
+        if not result.ok:
+            errors.append({"image": str(path), "error": result.error})
+            print(f"facespace: warning: {result.error}", file=sys.stderr)
+            continue
+        if not result.faces:
+            continue
+        image = Image.fromarray(pipeline.load(path))
+        for face in result.faces:
+            number = len(faces)
+            thumb = f"thumbs/face_{number:05d}.jpg"
+            _thumbnail(image, face.face.box).save(out / thumb, quality=88)
+            faces.append({"face": number, "image": str(path), "href": _href(path, out), "thumbnail": thumb,
+                          **face.face.to_dict()})
+            embeddings.append(face.embedding)
+    threshold = args.threshold if args.threshold is not None else pipeline.threshold
+    vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.embedder.dim), np.float32)
+    result = cluster(vectors, args.method, threshold=threshold, k=args.k, linkage=args.linkage)
+    clusters = [{"cluster": i, "size": int(len(members)), "faces": [faces[j] for j in members]}
+                for i, members in enumerate(result.clusters())]
+    report = {
+        "photos": str(args.photos), "images": len(paths), "faces": len(faces), "errors": errors,
+        "model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id,
+        "method": result.method, "params": result.params, "threshold": threshold,
+        "clusters": clusters, "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "clusters.json").write_text(json.dumps(report, indent=2))
+    (out / "index.html").write_text(render_html(report))
+    print(f"{len(faces)} faces in {len(paths)} images -> {len(clusters)} clusters; wrote "
+          f"{out / 'clusters.json'} and {out / 'index.html'}")
+    return 1 if errors else 0
+
+
+def _thumbnail(image: Image.Image, box: np.ndarray) -> Image.Image:
+    x1, y1, x2, y2 = [float(v) for v in box]
+    side = max(x2 - x1, y2 - y1) * 1.3
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    crop = image.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+    return crop.resize((THUMB, THUMB), Image.BILINEAR)
+
+
+def _href(path: Path, out: Path) -> str:
+    try:
+        rel = os.path.relpath(path.resolve(), out.resolve())
+    except ValueError:  # another drive on Windows
+        return path.resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))
+
+
+def render_html(report: dict) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Face clusters: {e(str(report['photos']))}</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa}"
+        "section{margin-bottom:1.5em}h2{font-size:1.05em;margin:.4em 0}"
+        ".grid{display:flex;flex-wrap:wrap;gap:6px}.grid a{display:block;line-height:0}"
+        f".grid img{{width:{THUMB}px;height:{THUMB}px;border-radius:4px;border:1px solid #ccc}}"
+        ".meta{color:#555}</style></head><body>",
+        f"<h1>{len(report['clusters'])} clusters of {report['faces']} faces</h1>",
+        f"<p class='meta'>{report['images']} photos in {e(str(report['photos']))}; model "
+        f"{e(report['model'])}; {e(report['method'])} {e(json.dumps(report['params']))}</p>",
+    ]
+    for c in report["clusters"]:
+        parts.append(f"<section id='cluster-{c['cluster']}'><h2>Cluster {c['cluster'] + 1} "
+                     f"({c['size']} face{'s' if c['size'] != 1 else ''})</h2><div class='grid'>")
+        for f in c["faces"]:
+            title = e(f"{f['image']} (score {f['score']:.3f})")
+            parts.append(f"<a href='{e(f['href'])}' title='{title}'><img src='{e(f['thumbnail'])}' "
+                         f"alt='face {f['face']}' loading='lazy'></a>")
+        parts.append("</div></section>")
+    if report["errors"]:
+        parts.append("<h2>Unreadable photos</h2><ul>")
+        parts += [f"<li>{e(x['image'])}: {e(x['error'])}</li>" for x in report["errors"]]
+        parts.append("</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

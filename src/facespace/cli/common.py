@@ -1,0 +1,46 @@
+"""Options shared by the commands that run the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+from typing import TYPE_CHECKING
+
+from ..alignment import ALIGN_MODES
+
+if TYPE_CHECKING:
+    from ..pipeline import FacePipeline
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool = False) -> None:
+    group = parser.add_argument_group("pipeline")
+    if not detection_only:
+        group.add_argument("--model", default=None, help="embedding model (see `facespace models list`)")
+        group.add_argument("--align", default="margin", choices=ALIGN_MODES, help="face crop (default: margin)")
+        group.add_argument("--flip", action="store_true", help="average with the mirrored face's embedding")
+        group.add_argument("--batch-size", type=_positive_int, default=32, help="faces per network batch")
+    group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def pipeline_from_args(args: argparse.Namespace) -> "FacePipeline":
+    from ..pipeline import DetectorSettings, FacePipeline  # torch loads only for commands that need it
+
+    return FacePipeline(
+        model=getattr(args, "model", None),
+        align=getattr(args, "align", "margin"),
+        flip=getattr(args, "flip", False),
+        device=args.device,
+        batch_size=getattr(args, "batch_size", 32),
+        detector=DetectorSettings(min_face_size=args.min_face_size),
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value

@@ -1,0 +1,98 @@
+"""``facespace evaluate lfw | pairs``: the verification protocol on LFW or any pair list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import _positive_int, add_pipeline_options, pipeline_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser("evaluate", help="verification accuracy, VAL@FAR, AUC and EER on face pairs")
+    kinds = evaluate.add_subparsers(dest="evaluate_kind", metavar="DATASET")
+    kinds.required = True
+
+    lfw = kinds.add_parser("lfw", help="LFW view 2 (pairs.txt, 10 folds)",
+                           description="Run the LFW 10-fold protocol. --root may be the image folder "
+                                       "(<Name>/<Name>_<NNNN>.jpg) or a folder holding it and pairs.txt.")
+    lfw.add_argument("--root", required=True, metavar="DIR", help="LFW folder")
+    lfw.add_argument("--pairs", metavar="FILE", help="pairs file (default: pairs.txt found beside the images)")
+    _add_common(lfw)
+    lfw.set_defaults(handler=run_lfw)
+
+    pairs = kinds.add_parser("pairs", help="any pair list: LFW-style file or CSV path1,path2,same[,fold]",
+                             description="Run the fold protocol on a pair list. CSV rows are "
+                                         "path1,path2,same[,fold]; without folds they are made with a "
+                                         "fixed seed, identity-disjoint where images sit in per-person folders.")
+    pairs.add_argument("--pairs", required=True, metavar="FILE", help="pairs file (.csv or LFW format)")
+    pairs.add_argument("--root", metavar="DIR", help="folder the image paths are relative to "
+                                                      "(default for CSV: the CSV's folder)")
+    pairs.add_argument("--folds", type=_positive_int, default=10, help="folds to make when the file has none")
+    pairs.add_argument("--seed", type=int, default=0, help="seed for making folds")
+    _add_common(pairs)
+    pairs.set_defaults(handler=run_pairs_command)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", help="write report.json and report_roc.png here")
+    parser.add_argument("--far", type=float, default=1e-3, help="false-accept rate for VAL@FAR (default 1e-3)")
+    parser.add_argument("--limit-pairs", type=_positive_int, metavar="N",
+                        help="use only N pairs, spread over folds and both labels (quick checks)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    parser.add_argument("--cache-dir", metavar="DIR", help="embedding cache (default: $FACESPACE_HOME/embeddings)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pipeline_options(parser)
+
+
+def run_lfw(args: argparse.Namespace) -> int:
+    from ..evaluation.pairs import find_lfw_layout, read_lfw_pairs
+
+    images, pairs_file = find_lfw_layout(args.root, args.pairs)
+    pairs = read_lfw_pairs(pairs_file, images, check_files=False)
+    if pairs.n_folds < 2:
+        pairs = pairs.with_folds(10, 0)
+    return _evaluate(args, pairs)
+
+
+def run_pairs_command(args: argparse.Namespace) -> int:
+    from ..evaluation.pairs import DatasetError, read_csv_pairs, read_lfw_pairs
+
+    pairs_file = Path(args.pairs)
+    if args.root is not None and not Path(args.root).is_dir():
+        raise DatasetError(f"image root {args.root} does not exist or is not a folder")
+    if pairs_file.suffix.lower() == ".csv":
+        pairs = read_csv_pairs(pairs_file, args.root, n_folds=args.folds, seed=args.seed, check_files=False)
+    else:
+        if args.root is None:
+            raise DatasetError("an LFW-style pairs file needs --root, the folder of <Name>/<Name>_<NNNN>.jpg images")
+        pairs = read_lfw_pairs(pairs_file, args.root, check_files=False)
+    if pairs.n_folds < 2:
+        pairs = pairs.with_folds(args.folds, args.seed)
+    return _evaluate(args, pairs)
+
+
+def _evaluate(args: argparse.Namespace, pairs) -> int:
+    from ..evaluation.pairs import DatasetError
+    from ..evaluation.report import run_pairs, write_report
+
+    if not 0 < args.far < 1:
+        raise DatasetError(f"--far must lie between 0 and 1, got {args.far}")
+    if args.limit_pairs:
+        pairs = pairs.limit(args.limit_pairs)
+    if pairs.n_folds < 2:
+        raise DatasetError(f"{pairs.source}: the protocol needs pairs in at least two folds")
+    pairs.check_files()
+    pipeline = pipeline_from_args(args)
+    result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
+                       cache=not args.no_cache, cache_root=args.cache_dir)
+    written = write_report(result, args.out) if args.out else {}
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.summary())
+        for kind, path in written.items():
+            print(f"  {kind}: {path}")
+    return 0

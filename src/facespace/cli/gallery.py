@@ -1,0 +1,138 @@
+"""``facespace gallery enroll | list | remove | rename | export | import``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import add_pipeline_options, pipeline_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gallery = sub.add_parser("gallery", help="manage a gallery of enrolled identities (a SQLite file)")
+    actions = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
+    actions.required = True
+
+    enroll = actions.add_parser("enroll", help="enrol a folder-per-person tree, or images of one person",
+                                description="Enrol identities. Either --tree DIR (one sub-folder of images per "
+                                            "person) or IMG... --name NAME. Each person is one transaction.")
+    enroll.add_argument("gallery", metavar="GALLERY", help="gallery file (created if missing)")
+    enroll.add_argument("images", nargs="*", metavar="IMG")
+    enroll.add_argument("--tree", metavar="DIR", help="folder with one sub-folder of images per person")
+    enroll.add_argument("--name", help="identity name for the IMG arguments")
+    enroll.add_argument("--replace", action="store_true", help="drop an identity's old embeddings first")
+    enroll.add_argument("--json", action="store_true", help="print a JSON report")
+    enroll.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pipeline_options(enroll)
+    enroll.set_defaults(handler=run_enroll)
+
+    listing = actions.add_parser("list", help="list identities")
+    listing.add_argument("gallery", metavar="GALLERY")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=run_list)
+
+    remove = actions.add_parser("remove", help="delete identities and their embeddings")
+    remove.add_argument("gallery", metavar="GALLERY")
+    remove.add_argument("names", nargs="+", metavar="NAME")
+    remove.set_defaults(handler=run_remove)
+
+    rename = actions.add_parser("rename", help="rename an identity")
+    rename.add_argument("gallery", metavar="GALLERY")
+    rename.add_argument("old", metavar="OLD")
+    rename.add_argument("new", metavar="NEW")
+    rename.set_defaults(handler=run_rename)
+
+    export = actions.add_parser("export", help="write the gallery to .json or .npz")
+    export.add_argument("gallery", metavar="GALLERY")
+    export.add_argument("out", metavar="OUT", help="file ending in .json or .npz")
+    export.set_defaults(handler=run_export)
+
+    imp = actions.add_parser("import", help="add identities from a .json or .npz export")
+    imp.add_argument("gallery", metavar="GALLERY")
+    imp.add_argument("source", metavar="FILE")
+    imp.add_argument("--on-conflict", choices=["merge", "replace", "skip", "error"], default="merge",
+                     help="what to do with names already enrolled (default: merge embeddings)")
+    imp.set_defaults(handler=run_import)
+
+
+def open_gallery(path: str, create: bool = False):
+    from ..gallery import Gallery
+
+    return Gallery(path, create=create)
+
+
+def pipeline_for_gallery(args: argparse.Namespace, gallery):
+    """The pipeline the options ask for; the model defaults to the one the gallery was built with."""
+    if getattr(args, "model", None) is None and gallery is not None and gallery.model is not None:
+        args.model = gallery.model
+    return pipeline_from_args(args)
+
+
+def run_enroll(args: argparse.Namespace) -> int:
+    if bool(args.tree) == bool(args.images):
+        print("facespace: error: give either --tree DIR or images with --name", file=sys.stderr)
+        return 2
+    if args.images and not args.name:
+        print("facespace: error: --name is required when enrolling images", file=sys.stderr)
+        return 2
+    with open_gallery(args.gallery, create=True) as gallery:
+        pipeline = pipeline_for_gallery(args, gallery)
+        gallery.check_pipeline(pipeline)
+        if args.tree:
+            results = gallery.enroll_tree(pipeline, args.tree, replace=args.replace, progress=not args.quiet)
+        else:
+            results = [gallery.enroll_images(pipeline, args.name, args.images, replace=args.replace,
+                                             sources=args.images)]
+    if args.json:
+        print(json.dumps({"gallery": args.gallery, "identities": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            print(f"{r.name}: {r.added} embedding{'s' if r.added != 1 else ''} enrolled"
+                  + (f", {len(r.skipped)} skipped" if r.skipped else ""))
+            for source, reason in r.skipped:
+                print(f"  skipped {source}: {reason}", file=sys.stderr)
+    return 0 if all(r.added for r in results) else 1
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery) as gallery:
+        infos = gallery.identities()
+        if args.json:
+            print(json.dumps({"gallery": args.gallery, "model": gallery.model,
+                              "preprocessing_id": gallery.preprocessing_id,
+                              "identities": [i.to_dict() for i in infos]}, indent=2))
+            return 0
+        print(f"# {len(infos)} identities, model {gallery.model or '-'}")
+        for info in infos:
+            print(f"{info.name}\t{info.embeddings}")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery) as gallery:
+        for name in args.names:
+            count = gallery.remove(name)
+            print(f"removed {name} ({count} embeddings)")
+    return 0
+
+
+def run_rename(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery) as gallery:
+        gallery.rename(args.old, args.new)
+    print(f"renamed {args.old} -> {args.new}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery) as gallery:
+        count = gallery.export(args.out)
+    print(f"exported {count} identities to {args.out}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery, create=True) as gallery:
+        count = gallery.import_(args.source, on_conflict=args.on_conflict)
+    print(f"imported {count} identities from {args.source}")
+    return 0

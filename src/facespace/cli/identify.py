@@ -1,0 +1,68 @@
+"""``facespace identify``: who is in these photos, according to a gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import FacespaceError
+from .common import add_pipeline_options
+from .gallery import open_gallery, pipeline_for_gallery
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    from ..gallery.search import INDEX_KINDS
+
+    group = parser.add_argument_group("search")
+    group.add_argument("--top", "-k", type=int, default=5, help="candidates to list per face (default 5)")
+    group.add_argument("--threshold", type=float, default=None,
+                       help="squared distance above which a face is 'unknown' (default: calibrated for --far)")
+    group.add_argument("--far", type=float, default=0.01,
+                       help="target false-accept rate of a search for the calibrated threshold (default 0.01)")
+    group.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                       help="search structure (default auto: exact for small galleries, FAISS for large)")
+
+
+def identifier_from_args(args: argparse.Namespace, gallery, pipeline):
+    from ..gallery import Identifier
+
+    return Identifier.for_pipeline(gallery, pipeline, threshold=args.threshold, far=args.far, index=args.index)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    identify = sub.add_parser("identify", help="name the faces in images using a gallery")
+    identify.add_argument("images", nargs="+", metavar="IMG")
+    identify.add_argument("--gallery", "-g", required=True, metavar="GALLERY", help="gallery file")
+    identify.add_argument("--json", action="store_true", help="print JSON lines, one per image")
+    add_search_options(identify)
+    add_pipeline_options(identify)
+    identify.set_defaults(handler=run_identify)
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    with open_gallery(args.gallery) as gallery:
+        pipeline = pipeline_for_gallery(args, gallery)
+        identifier = identifier_from_args(args, gallery, pipeline)
+    failures = 0
+    for result in pipeline.iter_embed_images(args.images, on_error="report"):
+        if not result.ok:
+            print(f"facespace: error: {result.error}", file=sys.stderr)
+            failures += 1
+            continue
+        found = identifier.search([f.embedding for f in result.faces], k=args.top) if result.faces else []
+        if args.json:
+            print(json.dumps({"image": result.source, "faces": [
+                {**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(result.faces, found)]}))
+            continue
+        if not result.faces:
+            print(f"{result.source}: no face found")
+        for f, ident in zip(result.faces, found):
+            box = ",".join(str(int(round(v))) for v in f.face.box)
+            best = ident.best
+            print(f"{result.source}\t[{box}]\t{ident.identity}\tdistance={best.distance:.3f}\t"
+                  f"p={best.probability:.3f}")
+    return 1 if failures else 0
+
+
+__all__ = ["register", "add_search_options", "identifier_from_args", "FacespaceError"]

@@ -1,0 +1,140 @@
+"""``facespace detect | embed | verify``: the inference pipeline from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import FacespaceError
+from .common import add_pipeline_options, pipeline_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    detect = sub.add_parser("detect", help="find faces and landmarks in images")
+    detect.add_argument("images", nargs="+", metavar="IMG")
+    detect.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    detect.add_argument("--draw", metavar="OUT_DIR", help="write copies of the images with boxes drawn")
+    add_pipeline_options(detect, detection_only=True)
+    detect.set_defaults(handler=run_detect)
+
+    embed = sub.add_parser("embed", help="embed every face of images into a file")
+    embed.add_argument("images", nargs="+", metavar="IMG")
+    embed.add_argument("--out", required=True, metavar="FILE", help="output: .npz (NumPy) or .jsonl (JSON lines)")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pipeline_options(embed)
+    embed.set_defaults(handler=run_embed)
+
+    verify = sub.add_parser("verify", help="decide whether two photos show the same person")
+    verify.add_argument("first", metavar="A")
+    verify.add_argument("second", metavar="B")
+    verify.add_argument("--threshold", type=float, default=None,
+                        help="squared-distance threshold (default: the model's calibrated one)")
+    verify.add_argument("--json", action="store_true")
+    add_pipeline_options(verify)
+    verify.set_defaults(handler=run_verify)
+
+
+def _report_failure(source: str, error: str) -> None:
+    print(f"facespace: error: {error}" if source in error else f"facespace: error: {source}: {error}",
+          file=sys.stderr)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    pipeline = pipeline_from_args(args)
+    failures = 0
+    if args.draw:
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        try:
+            image = pipeline.load(path)
+            faces = pipeline.detect_arrays([image])[0]
+        except FacespaceError as exc:
+            _report_failure(path, str(exc))
+            failures += 1
+            continue
+        if args.json:
+            print(json.dumps({"source": path, "width": image.shape[1], "height": image.shape[0],
+                              "faces": [f.to_dict() for f in faces]}))
+        else:
+            print(f"{path}: {len(faces)} face(s)")
+            for i, face in enumerate(faces):
+                x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+                print(f"  [{i}] box=({x1},{y1},{x2},{y2}) score={face.score:.3f}")
+        if args.draw:
+            out = Path(args.draw) / (Path(path).stem + "_faces.jpg")
+            cv2.imwrite(str(out), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+    return 1 if failures else 0
+
+
+def draw_faces(image: np.ndarray, faces, labels: list[str] | None = None) -> np.ndarray:
+    """A copy of ``image`` with each face's box, landmarks and optional label drawn."""
+    canvas = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for i, face in enumerate(faces):
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 220, 0), thickness)
+        if face.landmarks is not None:
+            for x, y in face.landmarks:
+                cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, (255, 40, 40), -1)
+        if labels:
+            cv2.putText(canvas, labels[i], (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4 * thickness, (0, 220, 0), thickness)
+    return canvas
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".jsonl"):
+        raise FacespaceError(f"--out must end in .npz or .jsonl, got {out.name!r}")
+    pipeline = pipeline_from_args(args)
+    progress = not args.quiet and len(args.images) > 1
+    results = pipeline.embed_images(args.images, on_error="report", progress=progress)
+    rows = []
+    failures = 0
+    for result in results:
+        if not result.ok:
+            _report_failure(result.source, result.error)
+            failures += 1
+            continue
+        if not result.faces:
+            print(f"facespace: warning: {result.source}: no face found", file=sys.stderr)
+        for index, face in enumerate(result.faces):
+            rows.append((result.source, index, face))
+    meta = {"model": pipeline.model_name, "preprocessing": pipeline.preprocessing}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        dim = pipeline.embedder.dim
+        np.savez(
+            out,
+            embeddings=np.stack([f.embedding for *_, f in rows]) if rows else np.zeros((0, dim), np.float32),
+            sources=np.array([s for s, *_ in rows], dtype=str),
+            face_index=np.array([i for _, i, _ in rows], dtype=np.int32),
+            boxes=np.array([f.face.box for *_, f in rows], dtype=np.float32).reshape(-1, 4),
+            scores=np.array([f.face.score for *_, f in rows], dtype=np.float32),
+            metadata=np.array(json.dumps(meta)),
+        )
+    else:
+        with open(out, "w") as handle:
+            for source, index, face in rows:
+                handle.write(json.dumps({"source": source, "face_index": index, **meta, **face.to_dict()}) + "\n")
+    print(f"wrote {len(rows)} embedding(s) of {len(results) - failures} image(s) to {out}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    pipeline = pipeline_from_args(args)
+    if args.threshold is not None:
+        pipeline.threshold = args.threshold
+    verdict = pipeline.verify(args.first, args.second)
+    if args.json:
+        print(json.dumps({"a": args.first, "b": args.second, "model": pipeline.model_name, **verdict.to_dict()}))
+    else:
+        decision = "same" if verdict.same else "different"
+        print(f"{decision}: distance {verdict.distance:.4f} {'<=' if verdict.same else '>'} "
+              f"threshold {verdict.threshold:.4f} ({pipeline.model_name})")
+    return 0

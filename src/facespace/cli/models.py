@@ -1,0 +1,91 @@
+"""``facespace models list | pull | info``: the pretrained registry from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..registry import get_config, list_models
+from ..weights import cached_path, install_from_file, is_cached, pull
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="list, fetch and describe pretrained models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+
+    lister = msub.add_parser("list", help="registered models and whether they are cached")
+    lister.add_argument("--json", action="store_true")
+    lister.set_defaults(handler=run_list)
+
+    puller = msub.add_parser("pull", help="fetch a model's weights into the cache")
+    puller.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all)")
+    puller.add_argument("--from-file", metavar="PATH",
+                        help="cache this local copy of the weight file instead of downloading (offline machines)")
+    puller.set_defaults(handler=run_pull)
+
+    info = msub.add_parser("info", help="a model's registry entry, parameters and multiply-adds")
+    info.add_argument("name", metavar="NAME")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(handler=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in list_models():
+        config = get_config(name)
+        rows.append({
+            "name": name, "kind": config.kind, "architecture": config.architecture,
+            "embedding_size": config.embedding_size or None, "input_size": config.input_size or None,
+            "normalisation": config.normalisation, "source": config.source, "licence": config.licence,
+            "threshold": config.threshold, "cached": is_cached(config),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':22} {'kind':9} {'dim':>4} {'input':>5} {'norm':9} {'threshold':>9} {'cached':6} source")
+    for r in rows:
+        threshold = f"{r['threshold']:.4f}" if r["threshold"] is not None else "-"
+        print(f"{r['name']:22} {r['kind']:9} {r['embedding_size'] or '-':>4} {r['input_size'] or '-':>5} "
+              f"{r['normalisation']:9} {threshold:>9} {'yes' if r['cached'] else 'no':6} {r['source']}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    names = args.names or list_models()
+    if args.from_file:
+        if len(names) != 1:
+            raise SystemExit("facespace: error: --from-file needs exactly one model name")
+        config = get_config(names[0])
+        if len(config.files) != 1:
+            raise SystemExit(f"facespace: error: {config.name} has several files; --from-file takes one-file models")
+        key = next(iter(config.files))
+        print(f"{config.name}: cached {install_from_file(config, key, Path(args.from_file))}")
+        return 0
+    for name in names:
+        config = get_config(name)
+        paths = pull(config)
+        for key, path in paths.items():
+            print(f"{name}: {key} -> {path}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    config = get_config(args.name)
+    out = asdict(config)
+    out["cached"] = {key: str(cached_path(config, key)) if is_cached(config) else None for key in config.files}
+    try:
+        from ..models.complexity import describe_architecture
+    except ImportError:
+        describe_architecture = None
+    if describe_architecture is not None and config.kind == "embedder":
+        out["complexity"] = describe_architecture(config.architecture, embedding_size=config.embedding_size,
+                                                  input_size=config.input_size)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for key, value in out.items():
+        print(f"{key:15} {value}")
+    return 0

@@ -1,0 +1,50 @@
+"""``facespace serve``: the REST service and its web page under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .common import _positive_int, add_pipeline_options, pipeline_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the REST service (FastAPI + uvicorn) with a web page at /")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--gallery", "-g", metavar="GALLERY", help="gallery file for identify/enrol (created if missing)")
+    p.add_argument("--api-key-env", metavar="VAR", default="FACESPACE_API_KEY",
+                   help="environment variable holding the API key; unset means no key (default FACESPACE_API_KEY)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest uploaded file (default 10 MB)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image (default 40 Mpx)")
+    p.add_argument("--far", type=float, default=0.01, help="false-accept rate for identification (default 0.01)")
+    p.add_argument("--demo", nargs=2, metavar="IMG", help="two images served for the page's ?demo= mode")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_pipeline_options(p)
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("facespace: error: serving needs the server extra: pip install 'facespace[server]'", file=sys.stderr)
+        return 1
+    from ..gallery import Gallery
+    from ..server import Limits, create_app
+    from ..server.app import warm
+
+    if args.gallery:
+        Gallery(args.gallery).close()  # create it now, and fail early on a bad file
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                    max_request_bytes=int(args.max_upload_mb * 1024 * 1024) * 4 + 65536,
+                    max_pixels=int(args.max_megapixels * 1_000_000))
+    api_key = os.environ.get(args.api_key_env) or None
+    app = create_app(lambda: pipeline_from_args(args), gallery_path=args.gallery, api_key=api_key,
+                     limits=limits, demo_images=args.demo or (), far=args.far)
+    warm(app)
+    print(f"facespace: serving on http://{args.host}:{args.port}/ "
+          f"({'API key required' if api_key else 'no API key'})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

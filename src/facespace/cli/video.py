@@ -1,0 +1,54 @@
+"""``facespace video IN.mp4``: face tracks in a video, named with a gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import _positive_int, add_pipeline_options, pipeline_from_args
+from .gallery import open_gallery, pipeline_for_gallery
+from .identify import add_search_options, identifier_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="track faces in a video and identify each track")
+    p.add_argument("video", metavar="IN", help="video file (anything OpenCV reads, e.g. .mp4)")
+    p.add_argument("--every", type=_positive_int, default=5, help="process every n-th frame (default 5)")
+    p.add_argument("--gallery", "-g", metavar="GALLERY", help="gallery to identify the tracks with")
+    p.add_argument("--json", metavar="FILE", help="write the tracks as JSON here (default: stdout)")
+    p.add_argument("--annotate", metavar="OUT.mp4", help="also write a copy with boxes and names")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
+    p.add_argument("--iou", type=float, default=0.3, help="least box overlap that links detections (0.3)")
+    p.add_argument("--min-sightings", type=_positive_int, default=1, help="drop shorter tracks (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_search_options(p)
+    add_pipeline_options(p)
+    p.set_defaults(handler=run_video)
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from ..video import IoUTracker, annotate_video, process_video
+
+    identifier = None
+    if args.gallery:
+        with open_gallery(args.gallery) as gallery:
+            pipeline = pipeline_for_gallery(args, gallery)
+            identifier = identifier_from_args(args, gallery, pipeline)
+    else:
+        pipeline = pipeline_from_args(args)
+    result = process_video(pipeline, args.video, every=args.every, identifier=identifier,
+                           tracker=IoUTracker(iou_threshold=args.iou), max_frames=args.max_frames,
+                           min_sightings=args.min_sightings, progress=not args.quiet)
+    report = result.to_dict()
+    if args.annotate:
+        report["annotated"] = str(annotate_video(result, args.annotate, max_frames=args.max_frames))
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text)
+        names = ", ".join(sorted({t.name for t in result.tracks})) or "none"
+        print(f"{len(result.tracks)} tracks ({names}); wrote {args.json}", file=sys.stderr)
+    else:
+        print(text)
+    return 0

@@ -1,0 +1,301 @@
+"""Grouping face embeddings by person, without enrolled identities.
+
+Three families, all on squared L2 distance between unit embeddings:
+
+* :func:`agglomerative` – hierarchical clustering (average, complete or
+  single linkage) cut at a distance threshold;
+* :func:`kmeans` – spherical k-means with k-means++ seeding, ``k`` given or
+  estimated (:func:`estimate_k`);
+* graph methods on the threshold graph (an edge joins two faces at most
+  ``threshold`` apart): :func:`chinese_whispers` and
+  :func:`connected_components`.
+
+:func:`cluster` dispatches by name; labels are renumbered so cluster 0 is the
+largest. :func:`pairwise_scores` and :func:`bcubed_scores` measure a
+clustering against true labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("agglomerative", "kmeans", "chinese-whispers", "components")
+LINKAGES = ("average", "complete", "single")
+
+
+@dataclass
+class Clustering:
+    """Cluster labels of N faces (0 = largest cluster) and how they were made."""
+
+    labels: np.ndarray
+    method: str
+    params: dict
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def clusters(self) -> list[np.ndarray]:
+        """Member indices of each cluster, largest first."""
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.n_clusters + 1))
+        return [order[bounds[i]:bounds[i + 1]] for i in range(self.n_clusters)]
+
+
+def _unit(embeddings: np.ndarray) -> np.ndarray:
+    x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got {x.shape}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..C-1, largest cluster first (ties: first appearance)."""
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return labels.astype(np.int64)
+    uniq, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    rank = np.empty(len(uniq), np.int64)
+    rank[order] = np.arange(len(uniq))
+    return rank[inverse.ravel()]
+
+
+# -- agglomerative ---------------------------------------------------------------
+def agglomerative(embeddings: np.ndarray, threshold: float, linkage: str = "average") -> np.ndarray:
+    """Hierarchical clustering cut where the linkage distance exceeds ``threshold``.
+
+    Needs the N(N-1)/2 pair distances in memory (8 bytes each: 0.7 GB for
+    13,000 faces).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage as scipy_linkage
+
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}")
+    x = _unit(embeddings)
+    n = len(x)
+    if n < 2:
+        return np.zeros(n, np.int64)
+    condensed = np.empty(n * (n - 1) // 2, np.float64)
+    start = 0
+    for i in range(n - 1):  # row by row keeps peak memory at one condensed matrix
+        row = 2.0 - 2.0 * (x[i + 1:] @ x[i])
+        condensed[start:start + len(row)] = np.clip(row, 0.0, 4.0)
+        start += len(row)
+    tree = scipy_linkage(condensed, method=linkage)
+    del condensed
+    return relabel_by_size(fcluster(tree, t=threshold, criterion="distance"))
+
+
+# -- k-means ------------------------------------------------------------------
+def kmeans(embeddings: np.ndarray, k: int, n_init: int = 4, max_iter: int = 50, seed: int = 0,
+           tol: float = 1e-5) -> np.ndarray:
+    """Spherical k-means (centres renormalised each step), k-means++ seeding, best of ``n_init``."""
+    x = _unit(embeddings)
+    n = len(x)
+    if not 1 <= k <= max(n, 1):
+        raise ValueError(f"k must lie between 1 and the number of faces ({n}), got {k}")
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    best_labels, best_cost = None, np.inf
+    for _ in range(n_init):
+        centres = _kmeans_pp(x, k, rng)
+        labels = np.full(n, -1, np.int64)
+        for _ in range(max_iter):
+            sims = _best_centre(x, centres)
+            new, score = sims
+            moved = np.mean(new != labels)
+            labels = new
+            sums = np.zeros_like(centres, dtype=np.float64)
+            np.add.at(sums, labels, x)
+            counts = np.bincount(labels, minlength=k)
+            empty = counts == 0
+            if empty.any():  # re-seed empty clusters with the worst-fitting faces
+                worst = np.argsort(score)[: int(empty.sum())]
+                sums[empty] = x[worst]
+            centres = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+            if moved <= tol:
+                break
+        labels, score = _best_centre(x, centres)
+        cost = float(np.sum(2 - 2 * score))
+        if cost < best_cost:
+            best_labels, best_cost = labels, cost
+    return relabel_by_size(best_labels)
+
+
+def _best_centre(x: np.ndarray, centres: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.empty(len(x), np.int64)
+    score = np.empty(len(x), np.float32)
+    for s in range(0, len(x), block):
+        sims = x[s:s + block] @ centres.T
+        labels[s:s + block] = np.argmax(sims, axis=1)
+        score[s:s + block] = sims[np.arange(len(sims)), labels[s:s + block]]
+    return labels, score
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++: of 2 + log(k) candidates drawn by D^2 weighting, keep the one that
+    lowers the total squared distance most (plain k-means++ often seeds a person twice)."""
+    n = len(x)
+    trials = 2 + int(np.log(k))
+    chosen = [int(rng.integers(n))]
+    closest = np.clip(2 - 2 * x @ x[chosen[0]], 0, None).astype(np.float64)
+    for _ in range(1, k):
+        total = closest.sum()
+        if total <= 0:
+            chosen.append(int(rng.integers(n)))
+            continue
+        candidates = rng.choice(n, size=trials, p=closest / total)
+        dist = np.clip(2 - 2 * x[candidates] @ x.T, 0, None)
+        np.minimum(dist, closest[None, :], out=dist)
+        best = int(np.argmin(dist.sum(axis=1)))
+        chosen.append(int(candidates[best]))
+        closest = dist[best].astype(np.float64)
+    return x[chosen].copy()
+
+
+def estimate_k(embeddings: np.ndarray, threshold: float) -> int:
+    """Number of people, estimated as the number of Chinese-whispers clusters at ``threshold``."""
+    return max(1, int(chinese_whispers(embeddings, threshold).max()) + 1) if len(embeddings) else 0
+
+
+# -- graph methods ----------------------------------------------------------------
+def threshold_graph(embeddings: np.ndarray, threshold: float, block: int = 2048
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs i < j with squared distance <= ``threshold``: (rows, cols, distances)."""
+    x = _unit(embeddings)
+    rows, cols, dists = [], [], []
+    limit = 1.0 - threshold / 2.0  # d <= t  <=>  cos >= 1 - t/2
+    for s in range(0, len(x), block):
+        sims = x[s:s + block] @ x.T
+        r, c = np.nonzero(sims >= limit)
+        r = r + s
+        keep = c > r
+        rows.append(r[keep])
+        cols.append(c[keep])
+        dists.append(np.clip(2 - 2 * sims[r[keep] - s, c[keep]], 0, 4))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
+
+
+def connected_components(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+    """Faces linked by any chain of pairs at most ``threshold`` apart (= single linkage)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    n = len(embeddings)
+    rows, cols, _ = threshold_graph(embeddings, threshold)
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
+    _, labels = scipy_components(graph, directed=False)
+    return relabel_by_size(labels)
+
+
+def chinese_whispers(embeddings: np.ndarray, threshold: float, iterations: int = 20, seed: int = 0) -> np.ndarray:
+    """Chinese whispers (Biemann 2006) on the threshold graph, edges weighted by cosine similarity.
+
+    Every face starts in its own class; in random order each face adopts the
+    class with the largest total edge weight among its neighbours, until no
+    face changes or ``iterations`` passes are done.
+    """
+    n = len(embeddings)
+    rows, cols, dists = threshold_graph(embeddings, threshold)
+    weights = 1.0 - dists / 2.0
+    src = np.concatenate([rows, cols])
+    dst = np.concatenate([cols, rows])
+    w = np.concatenate([weights, weights]).astype(np.float64)
+    order = np.argsort(src, kind="stable")
+    src, dst, w = src[order], dst[order], w[order]
+    indptr = np.searchsorted(src, np.arange(n + 1))
+    labels = np.arange(n)
+    rng = np.random.default_rng(seed)
+    linked = np.flatnonzero(np.diff(indptr) > 0)
+    for _ in range(iterations):
+        changed = 0
+        for i in rng.permutation(linked):
+            nbr = dst[indptr[i]:indptr[i + 1]]
+            if len(nbr) == 1:
+                new = labels[nbr[0]]
+            else:
+                classes, inverse = np.unique(labels[nbr], return_inverse=True)
+                new = classes[np.argmax(np.bincount(inverse, weights=w[indptr[i]:indptr[i + 1]]))]
+            if new != labels[i]:
+                labels[i] = new
+                changed += 1
+        if changed == 0:
+            break
+    return relabel_by_size(labels)
+
+
+# -- dispatch ----------------------------------------------------------------------
+def cluster(embeddings: np.ndarray, method: str = "agglomerative", threshold: float | None = None,
+            k: int | None = None, linkage: str = "average", seed: int = 0) -> Clustering:
+    """Cluster embeddings by ``method`` (one of :data:`METHODS`).
+
+    ``threshold`` (squared distance) is needed by every method except
+    k-means with ``k`` given; k-means without ``k`` estimates it.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
+    x = _unit(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
+    if len(x) == 0:
+        return Clustering(np.zeros(0, np.int64), method, {})
+    if threshold is None and not (method == "kmeans" and k is not None):
+        raise ValueError(f"{method} clustering needs a distance threshold")
+    if method == "agglomerative":
+        labels = agglomerative(x, threshold, linkage)
+        params = {"threshold": threshold, "linkage": linkage}
+    elif method == "kmeans":
+        params = {"k": k, "k_estimated": k is None}
+        if k is None:
+            k = estimate_k(x, threshold)
+            params.update(k=k, threshold=threshold)
+        labels = kmeans(x, min(k, len(x)), n_init=4 if len(x) * k <= 10_000_000 else 1, seed=seed)
+    elif method == "chinese-whispers":
+        labels = chinese_whispers(x, threshold, seed=seed)
+        params = {"threshold": threshold}
+    else:
+        labels = connected_components(x, threshold)
+        params = {"threshold": threshold}
+    return Clustering(labels=labels, method=method, params=params)
+
+
+# -- evaluation ----------------------------------------------------------------------
+def _contingency(true, pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _, t = np.unique(np.asarray(true), return_inverse=True)
+    _, p = np.unique(np.asarray(pred), return_inverse=True)
+    t, p = t.ravel(), p.ravel()
+    pair = t.astype(np.int64) * (p.max() + 1) + p
+    _, cell_counts = np.unique(pair, return_counts=True)
+    cells = np.unique(pair)
+    return cell_counts, np.bincount(t)[cells // (p.max() + 1)], np.bincount(p)[cells % (p.max() + 1)]
+
+
+def pairwise_scores(true, pred) -> dict:
+    """Pairwise precision, recall and F1: over all pairs of faces put in one cluster / of one person."""
+    nij, _, _ = _contingency(true, pred)
+    true_sizes = np.unique(np.asarray(true), return_counts=True)[1].astype(np.float64)
+    pred_sizes = np.unique(np.asarray(pred), return_counts=True)[1].astype(np.float64)
+    tp = float(np.sum(nij * (nij - 1.0) / 2))
+    pred_pairs = float(np.sum(pred_sizes * (pred_sizes - 1) / 2))
+    true_pairs = float(np.sum(true_sizes * (true_sizes - 1) / 2))
+    precision = tp / pred_pairs if pred_pairs else 1.0
+    recall = tp / true_pairs if true_pairs else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def bcubed_scores(true, pred) -> dict:
+    """BCubed precision, recall and F1 (Bagga & Baldwin 1998), averaged over faces."""
+    nij, ti, pj = _contingency(true, pred)
+    n = float(len(np.asarray(true)))
+    if n == 0:
+        return {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    precision = float(np.sum(nij * nij / pj) / n)
+    recall = float(np.sum(nij * nij / ti) / n)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}

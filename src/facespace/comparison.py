@@ -1,0 +1,39 @@
+"""Comparing embeddings: squared Euclidean distance, as in the FaceNet paper.
+
+For L2-normalised embeddings the squared distance lies in [0, 4] and equals
+2 - 2 * cosine similarity, so a matrix product gives all pairs at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelMismatchError
+from .types import Verification
+
+
+def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise squared L2 distance between two equally shaped (N, D) or (D,) arrays."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.shape[-1] != b.shape[-1]:
+        raise ModelMismatchError(
+            f"embeddings of size {a.shape[-1]} and {b.shape[-1]} cannot be compared; "
+            "they come from different models"
+        )
+    return np.sum((a - b) ** 2, axis=-1)
+
+
+def distance_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """All squared distances between (Q, D) queries and (G, D) normalised gallery rows."""
+    queries, gallery = np.atleast_2d(queries).astype(np.float32), np.atleast_2d(gallery).astype(np.float32)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ModelMismatchError(
+            f"embeddings of size {queries.shape[1]} and {gallery.shape[1]} cannot be compared"
+        )
+    return np.clip(2.0 - 2.0 * queries @ gallery.T, 0.0, 4.0)
+
+
+def verify(a: np.ndarray, b: np.ndarray, threshold: float) -> Verification:
+    """Same person when the squared distance is at or below ``threshold``."""
+    distance = float(squared_distance(a, b))
+    return Verification(distance=distance, threshold=float(threshold), same=distance <= threshold)

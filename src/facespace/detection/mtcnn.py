@@ -1,0 +1,295 @@
+"""MTCNN face detection (Zhang et al., "Joint Face Detection and Alignment using
+Multi-task Cascaded Convolutional Networks", 2016), written for batches of
+images of different sizes.
+
+Pipeline, per image:
+
+1. Image pyramid: scales ``12 / min_face_size * factor**k`` while the shorter
+   side stays >= 12 px. P-Net runs on every level; all images that reach a level
+   run in as few forward passes as possible (similar sizes are zero-padded into
+   one batch; only output cells whose 12x12 window lies inside the image count,
+   so padding never changes a result). Each cell scoring >= ``thresholds[0]``
+   is a 12x12 window (stride 2) mapped back to the image; NMS 0.5 per level,
+   NMS 0.7 across levels, then box regression and squaring.
+2. R-Net on 24x24 crops (zero-padded where a box leaves the image): score
+   filter, NMS 0.7, regression, squaring.
+3. O-Net on 48x48 crops: score filter, landmarks, regression, NMS 0.7 with
+   overlap measured against the smaller box ("min").
+
+Crops of all images go through R-Net and O-Net together. Boxes use continuous
+pixel coordinates (pixel ``i`` spans ``[i, i + 1)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import WeightsError
+from ..models.mtcnn_nets import ONet, PNet, RNet, load_net, normalise
+from .nms import batched_nms
+from .types import Detections
+
+__all__ = ["MTCNN"]
+
+_CELL = 12
+_STRIDE = 2
+# A padded P-Net batch may hold at most this much more area than its images.
+_PAD_SLACK = 1.3
+# Crops per R-Net / O-Net forward pass.
+_CHUNK = 1024
+
+
+class MTCNN:
+    """Three-stage cascaded face detector with five landmarks.
+
+    Build it with :meth:`pretrained` (weights from the registry) or from the
+    three networks. ``min_face_size`` is the smallest face side (pixels) the
+    pyramid looks for; ``thresholds`` are the P-, R- and O-Net score cut-offs;
+    ``factor`` is the pyramid's scale step.
+    """
+
+    def __init__(self, pnet: PNet, rnet: RNet, onet: ONet, *, min_face_size: float = 20,
+                 thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 device: str | torch.device = "cpu") -> None:
+        if not min_face_size > 0:
+            raise ValueError(f"min_face_size must be positive, got {min_face_size}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor}")
+        thresholds = tuple(float(t) for t in thresholds)
+        if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
+            raise ValueError(f"thresholds must be three values in [0, 1], got {thresholds}")
+        self.min_face_size = float(min_face_size)
+        self.thresholds = thresholds
+        self.factor = float(factor)
+        self.device = torch.device(device)
+        self.pnet = pnet.to(self.device).eval()
+        self.rnet = rnet.to(self.device).eval()
+        self.onet = onet.to(self.device).eval()
+
+    @classmethod
+    def from_files(cls, paths: Mapping[str, str | Path], device: str | torch.device = "cpu",
+                   **params) -> "MTCNN":
+        """Load from a mapping with keys ``pnet``, ``rnet``, ``onet`` to state-dict files."""
+        missing = {"pnet", "rnet", "onet"} - set(paths)
+        if missing:
+            raise WeightsError(f"MTCNN needs weight files for {sorted(missing)}")
+        nets = []
+        for key in ("pnet", "rnet", "onet"):
+            try:
+                nets.append(load_net(key, paths[key], device))
+            except (OSError, RuntimeError, EOFError, ValueError) as exc:
+                raise WeightsError(f"could not load MTCNN {key} weights from {paths[key]}: {exc}") from exc
+        return cls(*nets, device=device, **params)
+
+    @classmethod
+    def pretrained(cls, name: str | None = None, device: str | torch.device = "cpu",
+                   **params) -> "MTCNN":
+        """The registry's detector ``name`` (default: the registry's default detector)."""
+        from ..weights import weight_paths
+
+        return cls.from_files(weight_paths(name, kind="detector"), device=device, **params)
+
+    # ------------------------------------------------------------------ API
+
+    def detect_one(self, image: np.ndarray) -> Detections:
+        """Faces in one RGB uint8 ``H x W x 3`` image."""
+        return self.detect([image])[0]
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces in each of a batch of RGB uint8 ``H x W x 3`` images (sizes may differ)."""
+        arrays = [_check_image(image, i) for i, image in enumerate(images)]
+        if not arrays:
+            return []
+        boxes, groups = self._stage_pnet(arrays)
+        boxes, groups = self._stage_rnet(arrays, boxes, groups)
+        return self._stage_onet(arrays, boxes, groups)
+
+    def __repr__(self) -> str:
+        return (f"MTCNN(min_face_size={self.min_face_size:g}, thresholds={self.thresholds}, "
+                f"factor={self.factor:g}, device='{self.device}')")
+
+    # --------------------------------------------------------------- stages
+
+    def scales(self, height: int, width: int) -> list[float]:
+        """The pyramid's scales for an image of this size (empty when too small)."""
+        m = _CELL / self.min_face_size
+        side = min(height, width) * m
+        out = []
+        while side >= _CELL:
+            out.append(m * self.factor ** len(out))
+            side *= self.factor
+        return out
+
+    def _stage_pnet(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate (K, 4) squared boxes and their (K,) image indices."""
+        pyramids = [self.scales(*a.shape[:2]) for a in arrays]
+        levels = max((len(p) for p in pyramids), default=0)
+        found_boxes, found_groups = [], []
+        for level in range(levels):
+            members = [i for i, p in enumerate(pyramids) if len(p) > level]
+            scaled = {i: _resize(arrays[i], pyramids[i][level]) for i in members}
+            level_boxes, level_scores, level_regs, level_groups = [], [], [], []
+            for batch in _pad_batches(members, {i: s.shape[:2] for i, s in scaled.items()}):
+                b, s, r, g = self._pnet_batch([scaled[i] for i in batch], batch,
+                                              pyramids[batch[0]][level])
+                level_boxes.append(b), level_scores.append(s)
+                level_regs.append(r), level_groups.append(g)
+            boxes = torch.cat(level_boxes)
+            if boxes.numel() == 0:
+                continue
+            scores, regs, groups = torch.cat(level_scores), torch.cat(level_regs), torch.cat(level_groups)
+            keep = batched_nms(boxes, scores, groups, 0.5, "union")
+            found_boxes.append(torch.cat([boxes[keep], scores[keep, None], regs[keep]], dim=1))
+            found_groups.append(groups[keep])
+        if not found_boxes:
+            return torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+        cand = torch.cat(found_boxes)
+        groups = torch.cat(found_groups)
+        keep = batched_nms(cand[:, :4], cand[:, 4], groups, 0.7, "union")
+        cand, groups = cand[keep], groups[keep]
+        boxes = _square(_regress(cand[:, :4], cand[:, 5:9]))
+        return boxes, groups
+
+    def _pnet_batch(self, images: list[np.ndarray], indices: list[int], scale: float):
+        heights = [im.shape[0] for im in images]
+        widths = [im.shape[1] for im in images]
+        batch = np.zeros((len(images), max(heights), max(widths), 3), dtype=np.float32)
+        for k, im in enumerate(images):
+            batch[k, : im.shape[0], : im.shape[1]] = im
+        x = normalise(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2))
+        reg, prob = self.pnet(x)
+        reg, prob = reg.float().cpu(), prob[:, 1].float().cpu()
+        # Keep only cells whose whole 12x12 window lies inside that image.
+        rows = torch.arange(prob.shape[1]) * _STRIDE + _CELL
+        cols = torch.arange(prob.shape[2]) * _STRIDE + _CELL
+        valid = (rows[None, :, None] <= torch.tensor(heights)[:, None, None]) & \
+                (cols[None, None, :] <= torch.tensor(widths)[:, None, None])
+        b, r, c = torch.nonzero((prob >= self.thresholds[0]) & valid, as_tuple=True)
+        x1 = c.float() * _STRIDE
+        y1 = r.float() * _STRIDE
+        boxes = torch.stack([x1, y1, x1 + _CELL, y1 + _CELL], dim=1) / scale
+        regs = reg[b, :, r, c]
+        groups = torch.tensor(indices, dtype=torch.long)[b]
+        return boxes, prob[b, r, c], regs, groups
+
+    def _stage_rnet(self, arrays, boxes, groups):
+        if boxes.shape[0] == 0:
+            return boxes, groups
+        boxes = boxes.round()
+        crops = _crops(arrays, boxes, groups, 24)
+        regs, probs = self._run(self.rnet, crops)
+        keep = probs[:, 1] >= self.thresholds[1]
+        boxes, groups, regs, scores = boxes[keep], groups[keep], regs[keep], probs[keep, 1]
+        keep = batched_nms(boxes, scores, groups, 0.7, "union")
+        return _square(_regress(boxes[keep], regs[keep])), groups[keep]
+
+    def _stage_onet(self, arrays, boxes, groups) -> list[Detections]:
+        results = [Detections.empty() for _ in arrays]
+        if boxes.shape[0] == 0:
+            return results
+        boxes = boxes.round()
+        crops = _crops(arrays, boxes, groups, 48)
+        regs, marks, probs = self._run(self.onet, crops)
+        keep = probs[:, 1] >= self.thresholds[2]
+        boxes, groups, regs, marks = boxes[keep], groups[keep], regs[keep], marks[keep]
+        scores = probs[keep, 1]
+        wh = (boxes[:, 2:] - boxes[:, :2])
+        xs = boxes[:, 0:1] + wh[:, 0:1] * marks[:, :5]
+        ys = boxes[:, 1:2] + wh[:, 1:2] * marks[:, 5:]
+        landmarks = torch.stack([xs, ys], dim=2)
+        boxes = _regress(boxes, regs)
+        keep = batched_nms(boxes, scores, groups, 0.7, "min")  # descending score order
+        boxes, scores, landmarks, groups = boxes[keep], scores[keep], landmarks[keep], groups[keep]
+        for i in range(len(arrays)):
+            sel = groups == i
+            if sel.any():
+                results[i] = Detections(boxes[sel].numpy(), scores[sel].numpy(), landmarks[sel].numpy())
+        return results
+
+    def _run(self, net, crops: np.ndarray) -> tuple[torch.Tensor, ...]:
+        outs = []
+        for start in range(0, len(crops), _CHUNK):
+            x = torch.from_numpy(crops[start : start + _CHUNK]).to(self.device)
+            outs.append([o.float().cpu() for o in net(normalise(x.permute(0, 3, 1, 2)))])
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_image(image, index: int) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"image {index}: expected an RGB image of shape (H, W, 3), got shape {array.shape}; "
+            "convert greyscale or RGBA images to RGB first"
+        )
+    if array.dtype != np.uint8:
+        raise ValueError(f"image {index}: expected dtype uint8 (0..255 RGB), got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    height, width = image.shape[:2]
+    size = (math.ceil(width * scale), math.ceil(height * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def _pad_batches(members: list[int], shapes: dict[int, tuple[int, int]]) -> list[list[int]]:
+    """Group images so that zero-padding each group to its largest size wastes little."""
+    order = sorted(members, key=lambda i: shapes[i][0] * shapes[i][1], reverse=True)
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            group = batches[-1] + [i]
+            h = max(shapes[j][0] for j in group)
+            w = max(shapes[j][1] for j in group)
+            area = sum(shapes[j][0] * shapes[j][1] for j in group)
+            if h * w * len(group) <= _PAD_SLACK * area:
+                batches[-1] = group
+                continue
+        batches.append([i])
+    return batches
+
+
+def _regress(boxes: torch.Tensor, regs: torch.Tensor) -> torch.Tensor:
+    """Shift box edges by offsets given as fractions of the box's width/height."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + regs * wh
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square of its longer side, about the same centre."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).max(dim=1, keepdim=True).values / 2
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def _crops(arrays: list[np.ndarray], boxes: torch.Tensor, groups: torch.Tensor,
+           size: int) -> np.ndarray:
+    """(N, size, size, 3) float32 crops of integer boxes; outside the image reads as 0."""
+    out = np.zeros((len(boxes), size, size, 3), dtype=np.float32)
+    coords = boxes.round().long().numpy()
+    for k, (g, (x1, y1, x2, y2)) in enumerate(zip(groups.tolist(), coords)):
+        image = arrays[g]
+        height, width = image.shape[:2]
+        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if sx1 >= sx2 or sy1 >= sy2:
+            continue  # entirely outside the image: an all-zero crop
+        patch = image[sy1:sy2, sx1:sx2]
+        if (sx1, sy1, sx2, sy2) != (x1, y1, x2, y2):
+            padded = np.zeros((y2 - y1, x2 - x1, 3), dtype=np.uint8)
+            padded[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = patch
+            patch = padded
+        interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+        out[k] = cv2.resize(patch, (size, size), interpolation=interp)
+    return out

@@ -1,0 +1,56 @@
+"""Result types of face detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Detections", "LANDMARK_NAMES"]
+
+#: Order of the five landmarks in :attr:`Detections.landmarks`.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def _empty(*shape: int) -> np.ndarray:
+    return np.zeros((0, *shape), dtype=np.float32)
+
+
+@dataclass
+class Detections:
+    """The faces found in one image, best first.
+
+    ``boxes``: (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the input image
+    (continuous coordinates: pixel ``i`` spans ``[i, i + 1)``; a box may extend
+    past the image border). ``scores``: (N,) float32 face probability.
+    ``landmarks``: (N, 5, 2) float32 image ``x, y`` of left eye, right eye,
+    nose, mouth left, mouth right ("left" as seen in the image).
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: _empty(4))
+    scores: np.ndarray = field(default_factory=lambda: _empty())
+    landmarks: np.ndarray = field(default_factory=lambda: _empty(5, 2))
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(-1, 5, 2)
+        n = len(self.boxes)
+        if len(self.scores) != n or len(self.landmarks) != n:
+            raise ValueError(
+                f"inconsistent detections: {n} boxes, {len(self.scores)} scores, "
+                f"{len(self.landmarks)} landmark sets"
+            )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index) -> "Detections":
+        """Select detections with an int, slice, index array or boolean mask."""
+        if isinstance(index, (int, np.integer)):
+            index = [index]
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls()

@@ -1,0 +1,40 @@
+"""Exceptions raised by facespace.
+
+Every error a user can cause derives from :class:`FacespaceError`, so the CLI
+can turn it into one clear line and a non-zero exit instead of a traceback.
+"""
+
+
+class FacespaceError(Exception):
+    """Base class for every error facespace raises on purpose."""
+
+
+class ImageLoadError(FacespaceError):
+    """An input could not be read as an image (missing, empty, corrupt, not an image)."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class NoFaceError(FacespaceError):
+    """No face was found where at least one was required."""
+
+
+class UnknownModelError(FacespaceError, KeyError):
+    """A model name is not in the pretrained registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(FacespaceError):
+    """Pretrained weights could not be fetched, verified or read."""
+
+
+class ChecksumError(WeightsError):
+    """A fetched weight file does not match the sha256 in the registry."""
+
+
+class ModelMismatchError(FacespaceError):
+    """Embeddings made by different models or preprocessing were compared."""

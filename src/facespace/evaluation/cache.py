@@ -1,0 +1,358 @@
+"""Embeddings of evaluation images, each computed once and cached on disk.
+
+:func:`embed_paths` gives one embedding per image path: the face nearest the
+image centre among those detected (LFW images often hold several faces), or,
+when the detector finds none, an explicit fallback -- the fixed centre crop --
+which is counted and named (:attr:`EmbeddingSet.missed`).
+
+The cache lives under ``facespace.weights.cache_dir() / "embeddings"``:
+
+``detections/<detector-id>/``
+    every face MTCNN found in an image (boxes, scores, landmarks), keyed by
+    the sha1 of the file's bytes; shared by every model and by the ``align``
+    and ``margin`` crops, so a benchmark matrix runs the detector once.
+``<model>-<preprocessing-id>-plain/`` and ``...-mirror/``
+    the network's (unit) embedding of the crop and of its mirror image, keyed
+    the same way. The flip-averaged embedding is ``normalise(plain + mirror)``,
+    exactly what :class:`facespace.embedding.Embedder` computes with
+    ``flip=True``, so runs with and without flip share one pass.
+
+Each folder holds ``meta.json`` (what the key stands for) and append-only
+``shard-*.npz`` files written atomically, so an interrupted run keeps what it
+finished and concurrent runs never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ImageLoadError
+from ..registry import get_config
+from ..types import Face
+
+__all__ = ["EmbeddingSet", "embed_paths", "default_cache_root", "file_sha1", "pick_central_face"]
+
+#: Bump when the meaning of a cached record changes.
+CACHE_VERSION = 1
+#: Images per shard file written.
+FLUSH_EVERY = 256
+
+
+def default_cache_root() -> Path:
+    from ..weights import cache_dir
+
+    return cache_dir() / "embeddings"
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha1(handle.read()).hexdigest()
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{path}: is a folder, not an image") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: permission denied") from None
+
+
+@dataclass
+class EmbeddingSet:
+    """One embedding per input path, in input order."""
+
+    paths: list[Path]
+    embeddings: np.ndarray
+    detected: np.ndarray
+    #: How the embeddings were made (the pipeline's preprocessing plus face choice and fallback).
+    preprocessing: dict = field(default_factory=dict)
+    #: False for ``align="centre"``, where no detector runs and ``detected`` is all False.
+    detection_used: bool = True
+    #: Counts and seconds: images, cached / computed per stage, time per stage.
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def missed(self) -> list[str]:
+        """Images in which the detector found no face (embedded from the centre-crop fallback)."""
+        if not self.detection_used:
+            return []
+        return [str(p) for p, ok in zip(self.paths, self.detected) if not ok]
+
+    def index(self) -> dict[Path, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+
+# -- face choice ---------------------------------------------------------------------
+def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
+    """The assumed face of the centre-crop fallback (``detected=False``)."""
+    height, width = image_shape[:2]
+    side = min(height, width) * fraction
+    x1, y1 = (width - side) / 2, (height - side) / 2
+    return Face(box=np.array([x1, y1, x1 + side, y1 + side], dtype=np.float32), score=0.0,
+                landmarks=None, detected=False)
+
+
+def pick_central_face(boxes: np.ndarray, image_shape: Sequence[int]) -> int | None:
+    """Index of the box whose centre is nearest the image centre (first on a tie), or None."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return None
+    height, width = image_shape[:2]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 - width / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2
+    return int(np.argmin(cx**2 + cy**2))
+
+
+# -- the on-disk store -------------------------------------------------------------------
+class _Store:
+    """Append-only ``key -> records`` store in a folder of ``.npz`` shards.
+
+    Each key owns ``count`` consecutive rows of every named array (0 rows is
+    allowed: an image with no detections).
+    """
+
+    def __init__(self, folder: Path, meta: dict) -> None:
+        self.folder = folder
+        self.meta = meta
+
+    def load(self) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        if not self.folder.is_dir():
+            return out
+        for shard in sorted(self.folder.glob("shard-*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            except (OSError, ValueError, EOFError):
+                continue  # unreadable shard (another process's, or damaged): recompute its keys
+            keys, counts = arrays.pop("_keys"), arrays.pop("_counts")
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            for i, key in enumerate(keys.tolist()):
+                out[key] = {name: arr[offsets[i]:offsets[i + 1]] for name, arr in arrays.items()}
+        return out
+
+    def write(self, records: dict[str, dict[str, np.ndarray]]) -> None:
+        if not records:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_file = self.folder / "meta.json"
+        if not meta_file.exists():
+            _atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2, sort_keys=True).encode())
+        keys = list(records)
+        names = list(records[keys[0]])
+        arrays = {name: np.concatenate([records[k][name] for k in keys]) for name in names}
+        arrays["_keys"] = np.array(keys)
+        arrays["_counts"] = np.array([len(records[k][names[0]]) for k in keys], dtype=np.int64)
+        name = f"shard-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        tmp = self.folder / (name + ".part")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, self.folder / name)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _short_hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _weights_id(name: str, kind: str) -> str:
+    config = get_config(name, kind)
+    return ",".join(f"{k}:{f.sha256[:12]}" for k, f in sorted(config.files.items()))
+
+
+def _detector_descriptor(pipeline) -> dict:
+    s = pipeline.detector_settings
+    return {"version": CACHE_VERSION, "detector": "mtcnn", "weights": _weights_id(None, "detector"),
+            "min_face_size": s.min_face_size, "thresholds": list(s.thresholds), "factor": s.factor}
+
+
+def _embedding_descriptor(pipeline) -> dict:
+    """What makes an embedding: the pipeline's preprocessing without flip, plus face choice."""
+    pre = {k: v for k, v in pipeline.preprocessing.items() if k != "flip"}
+    pre["centre_fraction"] = pipeline.centre_fraction
+    out = {"version": CACHE_VERSION, "preprocessing": pre,
+           "weights": _weights_id(pipeline.model_name, "embedder"),
+           "face": "nearest image centre", "fallback": "centre crop"}
+    if pipeline.align != "centre":
+        out["detector"] = _detector_descriptor(pipeline)
+    return out
+
+
+# -- embedding ------------------------------------------------------------------------------
+def _embed_view(embedder, crops: np.ndarray, mirror: bool) -> np.ndarray:
+    """Unit embeddings of crops (or of their mirror images) with the embedder's flip switched off."""
+    if mirror:
+        crops = np.ascontiguousarray(crops[:, :, ::-1])
+    saved = embedder.flip
+    embedder.flip = False
+    try:
+        return embedder.embed_crops(crops)
+    finally:
+        embedder.flip = saved
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-10)).astype(np.float32)
+
+
+def embed_paths(
+    pipeline,
+    paths: Iterable[str | os.PathLike],
+    progress: bool = True,
+    cache: bool = True,
+    cache_root: str | os.PathLike | None = None,
+    chunk: int = 32,
+) -> EmbeddingSet:
+    """One embedding per image path (see the module notes), computed once and cached.
+
+    ``pipeline`` is a :class:`facespace.pipeline.FacePipeline`; its model,
+    ``align`` mode, margin, flip and detector settings are honoured. Unreadable
+    images raise :class:`facespace.errors.ImageLoadError`.
+    """
+    paths = [Path(p) for p in paths]
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    stats: dict = {"images": len(paths)}
+    seconds: dict[str, float] = {"hash": 0.0, "load": 0.0, "detect": 0.0, "embed_plain": 0.0,
+                                 "embed_mirror": 0.0}
+
+    start = time.perf_counter()
+    path_keys = [file_sha1(p) for p in paths]
+    seconds["hash"] = time.perf_counter() - start
+    first_path: dict[str, Path] = {}
+    for p, k in zip(paths, path_keys):
+        first_path.setdefault(k, p)
+    keys = list(first_path)
+    stats["unique_images"] = len(keys)
+
+    use_detector = pipeline.align != "centre"
+    descriptor = _embedding_descriptor(pipeline)
+    tag = f"{pipeline.model_name}-{pipeline.align}-{_short_hash(descriptor)}"
+    views = ["plain", "mirror"] if pipeline.embedder.flip else ["plain"]
+    stores = {v: _Store(root / f"{tag}-{v}", {**descriptor, "view": v}) for v in views}
+    known = {v: (stores[v].load() if cache else {}) for v in views}
+    det_store = _Store(root / "detections" / _short_hash(_detector_descriptor(pipeline)),
+                       _detector_descriptor(pipeline)) if use_detector else None
+    det_known = None  # loaded lazily: only needed when something is computed
+
+    todo = [k for k in keys if any(k not in known[v] for v in views)]
+    stats["cached"] = {v: sum(k in known[v] for k in keys) for v in views}
+    computed = {v: 0 for v in views}
+    detections_computed = 0
+    pending = {v: {} for v in views}
+    det_pending: dict[str, dict[str, np.ndarray]] = {}
+
+    def flush() -> None:
+        if not cache:
+            return
+        for v in views:
+            stores[v].write(pending[v])
+            pending[v].clear()
+        if det_store is not None:
+            det_store.write(det_pending)
+            det_pending.clear()
+
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="img", dynamic_ncols=True,
+                   desc=f"{pipeline.model_name} {pipeline.align}{' +flip' if len(views) > 1 else ''}")
+    since_flush = 0
+    try:
+        for begin in range(0, len(todo), chunk):
+            batch = todo[begin:begin + chunk]
+            t = time.perf_counter()
+            images = [pipeline.load(first_path[k]) for k in batch]
+            seconds["load"] += time.perf_counter() - t
+
+            faces: list[Face] = []
+            if use_detector:
+                if det_known is None:
+                    det_known = det_store.load() if cache else {}
+                need = [i for i, k in enumerate(batch) if k not in det_known]
+                if need:
+                    t = time.perf_counter()
+                    found = pipeline.detector.detect([images[i] for i in need])
+                    seconds["detect"] += time.perf_counter() - t
+                    detections_computed += len(need)
+                    for i, det in zip(need, found):
+                        record = {"boxes": det.boxes, "scores": det.scores, "landmarks": det.landmarks}
+                        det_known[batch[i]] = det_pending[batch[i]] = record
+                for k, image in zip(batch, images):
+                    det = det_known[k]
+                    chosen = pick_central_face(det["boxes"], image.shape)
+                    if chosen is None:
+                        faces.append(centre_face(image.shape, pipeline.centre_fraction))
+                    else:
+                        faces.append(Face(box=det["boxes"][chosen], score=float(det["scores"][chosen]),
+                                          landmarks=det["landmarks"][chosen]))
+            else:
+                faces = [centre_face(image.shape, pipeline.centre_fraction) for image in images]
+
+            crops = []
+            for i, (image, face) in enumerate(zip(images, faces)):
+                try:
+                    crops.append(pipeline.crop(image, face))
+                except ValueError:  # a degenerate box: treat the face as missed
+                    faces[i] = centre_face(image.shape, pipeline.centre_fraction)
+                    crops.append(pipeline.crop(image, faces[i]))
+            crops = np.stack(crops)
+            for v in views:
+                rows = [i for i, k in enumerate(batch) if k not in known[v]]
+                if not rows:
+                    continue
+                t = time.perf_counter()
+                vectors = _embed_view(pipeline.embedder, crops[rows], mirror=(v == "mirror"))
+                seconds[f"embed_{v}"] += time.perf_counter() - t
+                computed[v] += len(rows)
+                for i, vec in zip(rows, vectors):
+                    record = {"vector": vec[None].astype(np.float32),
+                              "detected": np.array([faces[i].detected]),
+                              "box": np.asarray(faces[i].box, dtype=np.float32)[None]}
+                    known[v][batch[i]] = record
+                    pending[v][batch[i]] = record
+            since_flush += len(batch)
+            if since_flush >= FLUSH_EVERY:
+                flush()
+                since_flush = 0
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        flush()
+        if bar is not None:
+            bar.close()
+
+    plain = np.stack([known["plain"][k]["vector"][0] for k in path_keys]) if paths else \
+        np.zeros((0, pipeline.embedder.dim), np.float32)
+    if "mirror" in views and paths:
+        mirror = np.stack([known["mirror"][k]["vector"][0] for k in path_keys])
+        embeddings = _normalise(plain + mirror)
+    else:
+        embeddings = plain.astype(np.float32)
+    detected = np.array([bool(known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)
+    stats["computed"] = computed
+    stats["detections_computed"] = detections_computed
+    stats["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    stats["cache"] = str(root / tag) if cache else None
+    preprocessing = {**descriptor["preprocessing"], "flip": pipeline.embedder.flip,
+                     "face": descriptor["face"], "fallback": descriptor["fallback"]}
+    return EmbeddingSet(paths=paths, embeddings=embeddings, detected=detected,
+                        preprocessing=preprocessing, detection_used=use_detector, stats=stats)

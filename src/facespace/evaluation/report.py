@@ -1,0 +1,200 @@
+"""Running a pipeline on a pair list, and writing the JSON report and ROC plot.
+
+The ROC plot needs matplotlib (the ``eval`` extra); without it the JSON
+report is still written and the plot is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..comparison import squared_distance
+from .cache import EmbeddingSet, embed_paths
+from .pairs import PairSet
+from .protocol import PairsReport, evaluate_pairs
+
+__all__ = ["EvaluationResult", "machine_info", "pair_distances", "plot_roc", "run_pairs", "write_report"]
+
+
+def pair_distances(embeddings: EmbeddingSet, pairs: PairSet) -> np.ndarray:
+    """Squared L2 distance of each pair's two embeddings."""
+    where = embeddings.index()
+    a = embeddings.embeddings[[where[p] for p in pairs.first]]
+    b = embeddings.embeddings[[where[p] for p in pairs.second]]
+    return squared_distance(a, b).astype(np.float64)
+
+
+@dataclass
+class EvaluationResult:
+    """A pipeline's protocol report on a pair list, with how it was made."""
+
+    report: PairsReport
+    pairs: PairSet
+    embeddings: EmbeddingSet
+    distances: np.ndarray
+    wall_s: float
+    info: dict = field(default_factory=dict)
+
+    @property
+    def missed_pairs(self) -> int:
+        """Pairs with at least one image whose face the detector missed."""
+        if not self.embeddings.detection_used:
+            return 0
+        ok = dict(zip(self.embeddings.paths, self.embeddings.detected))
+        return int(sum(not (ok[a] and ok[b]) for a, b in zip(self.pairs.first, self.pairs.second)))
+
+    def to_dict(self, include_roc: bool = False) -> dict:
+        emb = self.embeddings
+        missed = emb.missed
+        return {
+            **self.info,
+            "pairs": {"file": self.pairs.source, "n": len(self.pairs), "folds": self.pairs.n_folds,
+                      "folds_origin": self.pairs.folds_origin},
+            "preprocessing": emb.preprocessing,
+            "images": len(emb),
+            "missed_detections": len(missed) if emb.detection_used else None,
+            "missed_images": missed,
+            "pairs_with_missed_detection": self.missed_pairs if emb.detection_used else None,
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(len(emb) / self.wall_s, 2) if self.wall_s > 0 else None,
+            "embedding_stats": emb.stats,
+            "metrics": self.report.to_dict(include_roc=include_roc),
+        }
+
+    def summary(self) -> str:
+        emb = self.embeddings
+        lines = [
+            f"{emb.preprocessing.get('model')} align={emb.preprocessing.get('align')} "
+            f"flip={'on' if emb.preprocessing.get('flip') else 'off'}: {len(self.pairs)} pairs, "
+            f"{self.pairs.n_folds} folds, {len(emb)} images",
+            "  " + self.report.summary(),
+        ]
+        if emb.detection_used:
+            shown = ", ".join(Path(p).name for p in emb.missed[:5])
+            more = f", ... ({len(emb.missed) - 5} more)" if len(emb.missed) > 5 else ""
+            lines.append(f"  missed detections: {len(emb.missed)} image(s), centre-crop fallback"
+                         + (f": {shown}{more}" if emb.missed else ""))
+        computed = sum(emb.stats.get("computed", {}).values())
+        lines.append(f"  {self.wall_s:.1f} s ({computed} embeddings computed, the rest from cache)")
+        return "\n".join(lines)
+
+
+def run_pairs(
+    pipeline,
+    pairs: PairSet,
+    far_target: float = 1e-3,
+    progress: bool = True,
+    cache: bool = True,
+    cache_root: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Embed every image of ``pairs`` (cached) and run the fold protocol."""
+    start = time.perf_counter()
+    embeddings = embed_paths(pipeline, pairs.paths(), progress=progress, cache=cache, cache_root=cache_root)
+    distances = pair_distances(embeddings, pairs)
+    wall = time.perf_counter() - start
+    report = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target)
+    return EvaluationResult(report=report, pairs=pairs, embeddings=embeddings, distances=distances,
+                            wall_s=wall, info={"model": pipeline.model_name,
+                                               "preprocessing_id": pipeline.preprocessing_id})
+
+
+def machine_info() -> dict:
+    """The machine a run was timed on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    return info
+
+
+def plot_roc(
+    path: str | os.PathLike,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "ROC",
+    far_target: float | None = 1e-3,
+    styles: Mapping[str, dict] | None = None,
+) -> Path | None:
+    """Plot TAR against FAR (log scale) for each ``label: (fpr, tpr)``; None without matplotlib.
+
+    ``styles`` may give matplotlib line options per label (colour, linestyle). Points
+    at FAR = 0 are drawn at the left edge of the axis.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    lowest = min([far_target or 1.0] + [float(np.min(np.asarray(f)[np.asarray(f) > 0]))
+                                        for f, _ in curves.values() if np.any(np.asarray(f) > 0)])
+    left = max(lowest / 2, 1e-6)
+    fig, ax = plt.subplots(figsize=(7.2, 5.0), dpi=110)
+    for label, (fpr, tpr) in curves.items():
+        fpr = np.maximum(np.asarray(fpr, dtype=np.float64), left)
+        ax.step(fpr, tpr, where="post", label=label, linewidth=1.2, **(styles or {}).get(label, {}))
+    ax.set_xscale("log")
+    ax.set_xlim(left, 1.0)
+    ax.set_ylim(0.0, 1.005)
+    if far_target:
+        ax.axvline(far_target, color="grey", linestyle=":", linewidth=1, label=f"FAR = {far_target:g}")
+    ax.set_xlabel("false accept rate (log scale)")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: EvaluationResult, out_dir: str | os.PathLike, name: str = "report") -> dict[str, Path]:
+    """Write ``<name>.json`` (with ``machine``) and ``<name>_roc.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_dict(include_roc=False)
+    data["machine"] = machine_info()
+    written: dict[str, Path] = {}
+    roc = result.report.roc
+    if roc is not None:
+        label = f"{data.get('model')} {result.embeddings.preprocessing.get('align')}"
+        png = plot_roc(out / f"{name}_roc.png", {label: (roc.fpr, roc.tpr)},
+                       title=f"ROC on {Path(result.pairs.source).name}", far_target=result.report.far_target)
+        if png is not None:
+            written["roc"] = png
+        else:
+            data["roc_plot"] = "skipped: matplotlib is not installed (pip install 'facespace[eval]')"
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    written["json"] = path
+    return written

@@ -1,0 +1,466 @@
+"""Identification: the nearest enrolled identities of a face, or "unknown".
+
+* Distances are squared L2 between unit embeddings, as everywhere in facespace.
+* :class:`Calibration` turns a distance into a same-person probability
+  (a logistic fit) and a target false-accept rate into a threshold (from the
+  impostor-distance distribution). Its numbers are data, fitted by
+  ``benchmarks/identify_lfw.py --calibrate`` and kept in
+  ``facespace/data/identify_calibration.json``, one entry per model.
+* :func:`build_index` picks the search structure: an exact matrix product for
+  small galleries, FAISS (IVF with 8-bit scalar or product quantisation, or
+  HNSW) for large ones, so a face costs about 128 bytes.
+* :class:`Identifier` combines the two: top-k identities with distance and
+  probability, and open-set rejection at a threshold set for a target FAR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import FacespaceError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from .store import Gallery, GalleryMatrix
+
+UNKNOWN = "unknown"
+#: Galleries with at least this many embeddings get a FAISS index under ``index="auto"``.
+AUTO_FAISS_MIN = 50_000
+INDEX_KINDS = ("auto", "exact", "ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat")
+CALIBRATION_FILE = "identify_calibration.json"
+
+
+# -- calibration -------------------------------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """Distance -> probability and FAR -> threshold for one model.
+
+    ``p(same | d) = 1 / (1 + exp(slope * (d - midpoint)))``; ``far_table`` maps
+    a per-comparison false-accept rate to the impostor-distance quantile.
+    """
+
+    model: str
+    slope: float
+    midpoint: float
+    far_table: dict[float, float] = field(default_factory=dict)
+    source: str = ""
+
+    def probability(self, distance) -> np.ndarray:
+        z = np.clip(self.slope * (np.asarray(distance, dtype=np.float64) - self.midpoint), -60, 60)
+        return 1.0 / (1.0 + np.exp(z))
+
+    def threshold(self, far: float, comparisons: int = 1) -> float:
+        """Distance threshold at which a search over ``comparisons`` impostor identities
+        accepts with probability ``far`` (per comparison: 1 - (1 - far) ** (1 / comparisons))."""
+        if not 0 < far < 1:
+            raise ValueError("far must lie strictly between 0 and 1")
+        if not self.far_table:
+            raise FacespaceError(f"no FAR calibration for model {self.model!r}; give a threshold instead")
+        per = -math.expm1(math.log1p(-far) / max(int(comparisons), 1))
+        fars = np.array(sorted(self.far_table))
+        dists = np.array([self.far_table[f] for f in fars])
+        return float(np.interp(np.log(per), np.log(fars), dists))
+
+    @classmethod
+    def fit(cls, distances, same, model: str, source: str = "",
+            fars: Sequence[float] = tuple(10.0 ** np.arange(-6, -0.9, 0.25))) -> "Calibration":
+        """Logistic regression of ``same`` on ``distance`` (Newton's method), plus FAR quantiles."""
+        d = np.asarray(distances, dtype=np.float64)
+        y = np.asarray(same, dtype=np.float64)
+        if d.shape != y.shape or len(d) < 4 or y.min() == y.max():
+            raise ValueError("need distances of both same-person and different-person pairs")
+        X = np.stack([np.ones_like(d), d], axis=1)
+        w = np.zeros(2)
+        for _ in range(100):
+            p = 1 / (1 + np.exp(-np.clip(X @ w, -60, 60)))
+            grad = X.T @ (y - p) - 1e-6 * w
+            hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-6 * np.eye(2)
+            step = np.linalg.solve(hess, grad)
+            w += step
+            if np.abs(step).max() < 1e-10:
+                break
+        slope = -w[1]
+        midpoint = w[0] / slope
+        impostor = np.sort(d[y == 0])
+        table = {float(f): threshold_for_far(impostor, f, presorted=True)
+                 for f in fars if f * len(impostor) >= 1}
+        return cls(model=model, slope=float(slope), midpoint=float(midpoint), far_table=table, source=source)
+
+    def to_dict(self) -> dict:
+        return {"slope": self.slope, "midpoint": self.midpoint, "source": self.source,
+                "far_table": {f"{k:.3g}": v for k, v in sorted(self.far_table.items())}}
+
+    @classmethod
+    def from_dict(cls, model: str, data: dict) -> "Calibration":
+        return cls(model=model, slope=float(data["slope"]), midpoint=float(data["midpoint"]),
+                   far_table={float(k): float(v) for k, v in data.get("far_table", {}).items()},
+                   source=data.get("source", ""))
+
+    @classmethod
+    def load(cls, model: str, threshold: float | None = None, path: str | os.PathLike | None = None) -> "Calibration":
+        """The stored calibration of ``model``; without one, the file's fallback slope centred
+        on ``threshold`` (the model's registered verification threshold)."""
+        data = _calibration_data(path)
+        if model in data.get("models", {}):
+            return cls.from_dict(model, data["models"][model])
+        if threshold is None:
+            from ..registry import get_config
+
+            threshold = get_config(model).threshold
+        fallback = data["fallback"]
+        return cls(model=model, slope=float(fallback["slope"]), midpoint=float(threshold),
+                   source=f"fallback: {fallback.get('source', '')}")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Store this calibration in a calibration JSON file (other models' entries kept)."""
+        path = Path(path)
+        data = json.loads(path.read_text()) if path.is_file() else _calibration_data(None)
+        data.setdefault("models", {})[self.model] = self.to_dict()
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _calibration_data(path) -> dict:
+    if path is not None:
+        return json.loads(Path(path).read_text())
+    env = os.environ.get("FACESPACE_CALIBRATION")
+    if env:
+        return json.loads(Path(env).read_text())
+    return json.loads(resources.files("facespace").joinpath("data", CALIBRATION_FILE).read_text())
+
+
+def default_calibration_path() -> Path:
+    return Path(str(resources.files("facespace").joinpath("data", CALIBRATION_FILE)))
+
+
+def threshold_for_far(impostor_distances, far: float, presorted: bool = False) -> float:
+    """The distance threshold at which at most a fraction ``far`` of impostor distances is accepted
+    (accepted means ``distance <= threshold``); midway between neighbouring impostor distances."""
+    d = np.asarray(impostor_distances, dtype=np.float64)
+    if not presorted:
+        d = np.sort(d)
+    if len(d) == 0:
+        raise ValueError("no impostor distances")
+    m = int(math.floor(far * len(d) + 1e-9))
+    if m <= 0:
+        return float(d[0] - 1e-6)
+    if m >= len(d):
+        return float(d[-1])
+    return float((d[m - 1] + d[m]) / 2) if d[m] > d[m - 1] else float(np.nextafter(d[m - 1], -np.inf))
+
+
+# -- indexes -----------------------------------------------------------------
+class ExactIndex:
+    """Brute force: one matrix product per block of queries. Exact, 4 bytes per dimension."""
+
+    kind = "exact"
+
+    @property
+    def code_bytes(self) -> int:
+        return 4 * self.vectors.shape[1]
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return 4.0 * self.vectors.shape[1]
+
+    def search(self, queries: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        n = len(self.vectors)
+        k = min(k, n)
+        out_d = np.empty((len(queries), k), np.float32)
+        out_i = np.empty((len(queries), k), np.int64)
+        for s in range(0, len(queries), block):
+            sims = queries[s:s + block] @ self.vectors.T
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
+            top = np.take_along_axis(sims, idx, axis=1)
+            order = np.argsort(-top, axis=1, kind="stable")
+            out_i[s:s + block] = np.take_along_axis(idx, order, axis=1)
+            out_d[s:s + block] = np.clip(2 - 2 * np.take_along_axis(top, order, axis=1), 0, 4)
+        return out_d, out_i
+
+    def all_distances(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        return np.clip(2 - 2 * queries @ self.vectors.T, 0, 4)
+
+
+class FaissIndex:
+    """A FAISS index over unit vectors with squared-L2 distances.
+
+    ``ivf-sq8``: inverted lists + 8-bit scalar quantisation (D bytes a face);
+    ``ivf-pq``: inverted lists + product quantisation (``code_bytes`` a face, at
+    most D/2, in 8-bit sub-quantisers);
+    ``hnsw`` / ``hnsw-sq8``: HNSW graph over float / 8-bit codes; ``ivf-flat``.
+    ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall.
+    """
+
+    def __init__(self, vectors: np.ndarray, kind: str = "ivf-sq8", code_bytes: int = 128,
+                 nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32, ef_search: int = 64,
+                 train_size: int = 100_000, seed: int = 0) -> None:
+        try:
+            import faiss
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise FacespaceError("FAISS search needs faiss-cpu: pip install 'facespace[search]'") from exc
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = vectors.shape
+        self.kind, self.dim = kind, d
+        if nlist is None:
+            nlist = int(min(max(4 * math.sqrt(n), 16), max(n // 39, 1)))
+        self.nlist = nlist
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, hnsw_m)
+        elif kind == "hnsw-sq8":
+            index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m)
+        elif kind in ("ivf-sq8", "ivf-pq", "ivf-flat"):
+            quantizer = faiss.IndexFlatL2(d)
+            if kind == "ivf-sq8":
+                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit)
+            elif kind == "ivf-pq":
+                m = _pq_subquantizers(d, min(code_bytes, max(d // 2, 1)))
+                index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8)
+            else:
+                index = faiss.IndexIVFFlat(quantizer, d, nlist)
+            self._quantizer = quantizer
+        else:
+            raise ValueError(f"unknown FAISS index kind {kind!r}")
+        if not index.is_trained:
+            rng = np.random.default_rng(seed)
+            sample = vectors if n <= train_size else vectors[rng.choice(n, train_size, replace=False)]
+            index.train(sample)
+        index.add(vectors)
+        if kind.startswith("ivf"):
+            index.nprobe = min(nprobe, nlist)
+        else:
+            index.hnsw.efSearch = ef_search
+        self.index = index
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of one face's stored code (without ids, lists or graph links)."""
+        import faiss
+
+        if self.kind.startswith("hnsw"):
+            return int(faiss.downcast_index(self.index.storage).code_size)
+        return int(self.index.code_size)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Memory of the whole index (codes, ids, lists or links, codebooks) divided by the faces."""
+        import faiss
+
+        return len(faiss.serialize_index(self.index)) / max(self._n, 1)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        distances, ids = self.index.search(queries, min(k, self._n))
+        return np.clip(distances, 0, 4), ids.astype(np.int64)
+
+
+def _pq_subquantizers(d: int, code_bytes: int) -> int:
+    """Largest divisor of ``d`` that is at most ``code_bytes`` (one byte per sub-quantiser)."""
+    for m in range(min(code_bytes, d), 0, -1):
+        if d % m == 0:
+            return m
+    return 1
+
+
+def choose_index_kind(n: int, dim: int, kind: str = "auto") -> str:
+    """``auto``: exact below :data:`AUTO_FAISS_MIN` embeddings, else about 128 bytes a face
+    (``ivf-sq8`` for D <= 128, ``ivf-pq`` with 128-byte codes above)."""
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    if kind != "auto":
+        return kind
+    if n < AUTO_FAISS_MIN:
+        return "exact"
+    return "ivf-sq8" if dim <= 128 else "ivf-pq"
+
+
+def build_index(vectors: np.ndarray, kind: str = "auto", **options):
+    """An index over ``vectors`` of the given kind (see :func:`choose_index_kind`)."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    chosen = choose_index_kind(len(vectors), vectors.shape[1], kind)
+    if chosen == "exact" or len(vectors) == 0:
+        return ExactIndex(vectors)
+    return FaissIndex(vectors, kind=chosen, **options)
+
+
+# -- identification ------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    distance: float
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "distance": round(self.distance, 6), "probability": round(self.probability, 6)}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The verdict on one probe: ``identity`` is the best candidate's name or ``"unknown"``."""
+
+    candidates: list[Candidate]
+    threshold: float
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def known(self) -> bool:
+        return self.best is not None and self.best.distance <= self.threshold
+
+    @property
+    def identity(self) -> str:
+        return self.best.name if self.known else UNKNOWN
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {"identity": self.identity, "known": self.known,
+                "distance": None if best is None else round(best.distance, 6),
+                "probability": None if best is None else round(best.probability, 6),
+                "threshold": round(self.threshold, 6),
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+class Identifier:
+    """Nearest identities among enrolled embeddings, with open-set rejection.
+
+    ``aggregate="nearest"`` scores an identity by its closest embedding,
+    ``"centroid"`` by the mean of its embeddings (one vector per identity).
+    The rejection threshold is ``threshold`` if given, else the calibrated
+    one for ``far`` (a search's false-accept rate over this gallery's
+    identities), else the calibration's midpoint.
+    """
+
+    def __init__(self, names: Sequence[str], labels: np.ndarray, vectors: np.ndarray,
+                 calibration: Calibration, threshold: float | None = None, far: float | None = 0.01,
+                 index: str = "auto", aggregate: str = "nearest", **index_options) -> None:
+        if aggregate not in ("nearest", "centroid"):
+            raise ValueError("aggregate must be 'nearest' or 'centroid'")
+        self.names = list(names)
+        labels = np.asarray(labels, dtype=np.int64)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if aggregate == "centroid" and len(vectors):
+            sums = np.zeros((len(self.names), vectors.shape[1]), np.float64)
+            np.add.at(sums, labels, vectors)
+            vectors = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+            labels = np.arange(len(self.names))
+        order = np.argsort(labels, kind="stable")  # contiguous identities: per-identity minima by reduceat
+        labels, vectors = labels[order], vectors[order]
+        self.labels, self.aggregate = labels, aggregate
+        self._starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if len(labels) else labels
+        self._present = labels[self._starts] if len(labels) else labels
+        self.dim = vectors.shape[1]
+        self.per_identity_max = int(np.bincount(labels).max()) if len(labels) else 0
+        self.index = build_index(vectors, index, **index_options)
+        self.calibration = calibration
+        if threshold is not None:
+            self.threshold = float(threshold)
+        elif far is not None and calibration.far_table:
+            self.threshold = calibration.threshold(far, max(len(self.names), 1))
+        else:
+            self.threshold = calibration.midpoint
+        self.far = far if threshold is None and calibration.far_table else None
+
+    @classmethod
+    def from_matrix(cls, matrix: "GalleryMatrix", calibration: Calibration, **kwargs) -> "Identifier":
+        return cls(matrix.names, matrix.labels, matrix.vectors, calibration, **kwargs)
+
+    @classmethod
+    def from_gallery(cls, gallery: "Gallery", model: str | None = None, preprocessing_id: str | None = None,
+                     calibration: Calibration | None = None, **kwargs) -> "Identifier":
+        """Load a gallery, checking it was built with ``model``/``preprocessing_id`` when given."""
+        if model is not None and preprocessing_id is not None:
+            gallery.check_compatible(model, preprocessing_id)
+        if gallery.model is None:
+            raise FacespaceError(f"gallery {gallery.path} is empty; enrol identities first")
+        if calibration is None:
+            calibration = Calibration.load(gallery.model)
+        identifier = cls.from_matrix(gallery.matrix(), calibration, **kwargs)
+        identifier.model, identifier.preprocessing_id = gallery.model, gallery.preprocessing_id
+        return identifier
+
+    @classmethod
+    def for_pipeline(cls, gallery: "Gallery", pipeline, **kwargs) -> "Identifier":
+        """Search ``gallery`` with faces embedded by ``pipeline`` (refused if they do not match)."""
+        gallery.check_pipeline(pipeline)
+        kwargs.setdefault("calibration", Calibration.load(pipeline.model_name, threshold=pipeline.threshold))
+        return cls.from_gallery(gallery, **kwargs)
+
+    model: str | None = None
+    preprocessing_id: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def search(self, queries: np.ndarray, k: int = 5) -> list[Identification]:
+        """Top-``k`` identities for each (D,) or (Q, D) query embedding."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise ModelMismatchError(f"probe embeddings have {queries.shape[1]} values but the gallery's "
+                                     f"have {self.dim}; they come from different models")
+        if len(self.labels) == 0 or len(queries) == 0:
+            return [Identification([], self.threshold) for _ in queries]
+        k = max(1, min(k, len(self.names)))
+        if isinstance(self.index, ExactIndex):
+            best_d, best_l = self._exact_identities(queries, k)
+        else:
+            best_d, best_l = self._approx_identities(queries, k)
+        out = []
+        for dists, labs in zip(best_d, best_l):
+            keep = labs >= 0
+            probs = self.calibration.probability(dists[keep])
+            out.append(Identification([Candidate(self.names[l], float(d), float(p))
+                                       for l, d, p in zip(labs[keep], dists[keep], probs)], self.threshold))
+        return out
+
+    def _exact_identities(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n_id = len(self.names)
+        if self.per_identity_max == 1 and np.array_equal(self.labels, np.arange(n_id)):
+            return self.index.search(queries, k)
+        k = min(k, len(self._present))
+        d_out = np.empty((len(queries), k), np.float32)
+        l_out = np.empty((len(queries), k), np.int64)
+        for s in range(0, len(queries), 256):
+            per_id = np.minimum.reduceat(self.index.all_distances(queries[s:s + 256]), self._starts, axis=1)
+            idx = np.argsort(per_id, axis=1, kind="stable")[:, :k]
+            d_out[s:s + 256], l_out[s:s + 256] = np.take_along_axis(per_id, idx, axis=1), self._present[idx]
+        return d_out, l_out
+
+    def _approx_identities(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(len(self.index), max(4 * k, k * min(self.per_identity_max, 8) + 16))
+        dist, ids = self.index.search(queries, depth)
+        d_out = np.full((len(queries), k), np.inf, np.float32)
+        l_out = np.full((len(queries), k), -1, np.int64)
+        for q in range(len(queries)):
+            seen: set[int] = set()
+            j = 0
+            for d, i in zip(dist[q], ids[q]):
+                if i < 0:
+                    continue
+                label = int(self.labels[i])
+                if label in seen:
+                    continue
+                seen.add(label)
+                d_out[q, j], l_out[q, j] = d, label
+                j += 1
+                if j == k:
+                    break
+        return d_out, l_out

@@ -1,0 +1,565 @@
+"""A gallery of enrolled identities, kept in one SQLite file.
+
+Tables:
+
+``identities``  (id, name UNIQUE, created)
+``embeddings``  (id, identity_id -> identities.id ON DELETE CASCADE, vector BLOB of
+                float32, dim, source, created)
+``meta``        (key, value): the ``model`` and ``preprocessing_id`` every
+                embedding was made with (set by the first enrolment), their
+                ``dim``, the schema version and a ``generation`` counter that
+                changes with every write (so a search index knows it is stale).
+
+The database runs in WAL mode and every change is one transaction. In
+particular an identity's enrolment (its row, all its embeddings and, for the
+first enrolment, the model metadata) commits at once or not at all: Ctrl-C or
+``kill -9`` in the middle of enrolling a folder tree loses only the identity
+being written, never anything committed, and leaves no half-written identity.
+Embeddings are computed *before* the transaction opens, so the write lock is
+held for milliseconds.
+
+A gallery refuses embeddings (to enrol or to search with) from a different
+model or preprocessing with :class:`~facespace.errors.ModelMismatchError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import FacespaceError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from ..imageio import ImageInput
+    from ..pipeline import FacePipeline
+
+SCHEMA_VERSION = 1
+EXPORT_FORMAT = "facespace-gallery"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    id          INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    vector      BLOB NOT NULL,
+    dim         INTEGER NOT NULL,
+    source      TEXT,
+    created     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
+"""
+
+
+class GalleryError(FacespaceError):
+    """A gallery operation cannot be done (bad file, bad name, bad import)."""
+
+
+class UnknownIdentityError(GalleryError, KeyError):
+    """No identity of that name is enrolled."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class IdentityExistsError(GalleryError):
+    """An identity of that name is already enrolled."""
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    id: int
+    name: str
+    embeddings: int
+    created: float
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "embeddings": self.embeddings,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))}
+
+
+@dataclass
+class EnrolResult:
+    """What enrolling one identity did: embeddings added and inputs skipped (with why)."""
+
+    name: str
+    added: int
+    skipped: list[tuple[str, str]]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "added": self.added,
+                "skipped": [{"source": s, "reason": r} for s, r in self.skipped]}
+
+
+@dataclass(frozen=True)
+class GalleryMatrix:
+    """All embeddings of a gallery in memory: ``vectors[i]`` belongs to ``names[labels[i]]``."""
+
+    names: list[str]
+    labels: np.ndarray
+    vectors: np.ndarray
+    generation: int
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise GalleryError("an identity needs a non-empty name")
+    if name != name.strip():
+        raise GalleryError(f"identity name {name!r} has leading or trailing spaces")
+    if any(ord(c) < 32 for c in name):
+        raise GalleryError(f"identity name {name!r} contains control characters")
+    return name
+
+
+def _as_unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise GalleryError(f"embeddings must be an (N, D) array, got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise GalleryError("embeddings contain NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms < 1e-6).any():
+        raise GalleryError("an embedding has zero length")
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
+class Gallery:
+    """Identities and their embeddings in a SQLite file (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise GalleryError(f"{self.path}: no such gallery")
+        if self.path.is_dir():
+            raise GalleryError(f"{self.path}: is a folder, not a gallery file")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self.transaction() as cur:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    cur.execute(statement)
+                row = cur.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                    cur.execute("INSERT INTO meta VALUES ('generation', '0')")
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise GalleryError(f"{self.path}: gallery schema {row[0]} is newer than this facespace "
+                                       f"understands ({SCHEMA_VERSION}); upgrade facespace")
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a facespace gallery ({exc})") from exc
+
+    # -- plumbing ------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: everything inside commits together or not at all."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+    def _bump(self, cur: sqlite3.Cursor) -> None:
+        cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- model metadata --------------------------------------------------------
+    @property
+    def model(self) -> str | None:
+        """Name of the model every embedding was made with (None while empty)."""
+        return self._meta("model")
+
+    @property
+    def preprocessing_id(self) -> str | None:
+        return self._meta("preprocessing_id")
+
+    @property
+    def dim(self) -> int | None:
+        value = self._meta("dim")
+        return None if value is None else int(value)
+
+    @property
+    def generation(self) -> int:
+        return int(self._meta("generation") or 0)
+
+    def check_compatible(self, model: str, preprocessing_id: str, dim: int | None = None) -> None:
+        """Raise :class:`ModelMismatchError` unless embeddings of this model/preprocessing fit."""
+        _check_compatible(self._conn.cursor(), self.path, model, preprocessing_id, dim)
+
+    def check_pipeline(self, pipeline: "FacePipeline") -> None:
+        self.check_compatible(pipeline.model_name, pipeline.preprocessing_id, pipeline.embedder.dim)
+
+    # -- enrolment ---------------------------------------------------------------
+    def add_embeddings(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        sources: Sequence[str | None] | None = None,
+        *,
+        model: str,
+        preprocessing_id: str,
+        replace: bool = False,
+    ) -> int:
+        """Enrol ``vectors`` (N, D) under ``name`` in one transaction; returns the identity id.
+
+        An existing identity gains the new embeddings (``replace=True`` drops
+        its old ones first). The first enrolment fixes the gallery's model.
+        """
+        _check_name(name)
+        vectors = _as_unit_rows(vectors)
+        if sources is None:
+            sources = [None] * len(vectors)
+        if len(sources) != len(vectors):
+            raise GalleryError(f"{len(vectors)} embeddings but {len(sources)} sources")
+        now = time.time()
+        with self.transaction() as cur:
+            identity = self._add(cur, name, vectors, sources, model, preprocessing_id, replace, now)
+            self._bump(cur)
+        return identity
+
+    def _add(self, cur, name, vectors, sources, model, preprocessing_id, replace, now,
+             created: Sequence[float] | None = None) -> int:
+        dim = vectors.shape[1]
+        _check_compatible(cur, self.path, model, preprocessing_id, dim)
+        if cur.execute("SELECT 1 FROM meta WHERE key='model'").fetchone() is None:
+            cur.executemany("INSERT INTO meta VALUES (?, ?)",
+                            [("model", model), ("preprocessing_id", preprocessing_id), ("dim", str(dim))])
+        row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+        if row is None:
+            cur.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, now))
+            identity = cur.lastrowid
+        else:
+            identity = row[0]
+            if replace:
+                cur.execute("DELETE FROM embeddings WHERE identity_id=?", (identity,))
+        stamps = created if created is not None else [now] * len(vectors)
+        cur.executemany(
+            "INSERT INTO embeddings (identity_id, vector, dim, source, created) VALUES (?, ?, ?, ?, ?)",
+            [(identity, v.astype("<f4").tobytes(), dim, s, t) for v, s, t in zip(vectors, sources, stamps)],
+        )
+        return identity
+
+    def enroll_images(
+        self,
+        pipeline: "FacePipeline",
+        name: str,
+        images: Iterable["ImageInput"],
+        replace: bool = False,
+        sources: Sequence[str] | None = None,
+    ) -> EnrolResult:
+        """Embed the largest face of each image and enrol them all as ``name`` (one transaction).
+
+        Images that cannot be read or show no face are skipped and reported;
+        an identity with no usable image at all is not created.
+        """
+        from ..imageio import describe
+
+        _check_name(name)
+        self.check_pipeline(pipeline)  # fail before the slow part
+        images = list(images)
+        names = list(sources) if sources is not None else [describe(i) for i in images]
+        vectors, used, skipped = [], [], []
+        for label, result in zip(names, pipeline.embed_images(images, on_error="report")):
+            if not result.ok:
+                skipped.append((label, result.error or "unreadable"))
+            elif not result.faces:
+                skipped.append((label, "no face found"))
+            else:
+                vectors.append(max(result.faces, key=lambda f: f.face.area).embedding)
+                used.append(label)
+        if vectors:
+            self.add_embeddings(name, np.stack(vectors), used, model=pipeline.model_name,
+                                preprocessing_id=pipeline.preprocessing_id, replace=replace)
+        return EnrolResult(name=name, added=len(vectors), skipped=skipped)
+
+    def enroll_tree(
+        self,
+        pipeline: "FacePipeline",
+        root: str | os.PathLike,
+        replace: bool = False,
+        progress: bool = False,
+    ) -> list[EnrolResult]:
+        """Enrol every ``root/<person>/`` folder's images as identity ``<person>``.
+
+        Each person is its own transaction, committed before the next begins.
+        """
+        people = folder_tree(root)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(len(v) for v in people.values()), unit="img", dynamic_ncols=True)
+        results = []
+        for person, paths in people.items():
+            results.append(self.enroll_images(pipeline, person, paths, replace=replace,
+                                              sources=[str(p) for p in paths]))
+            if bar is not None:
+                bar.update(len(paths))
+        if bar is not None:
+            bar.close()
+        return results
+
+    # -- management ----------------------------------------------------------------
+    def identities(self) -> list[IdentityInfo]:
+        rows = self._conn.execute(
+            "SELECT i.id, i.name, COUNT(e.id), i.created FROM identities i "
+            "LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"
+        ).fetchall()
+        return [IdentityInfo(*row) for row in rows]
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+
+    def __contains__(self, name: object) -> bool:
+        return self._conn.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
+
+    def get(self, name: str) -> IdentityInfo:
+        row = self._conn.execute(
+            "SELECT i.id, i.name, COUNT(e.id), i.created FROM identities i "
+            "LEFT JOIN embeddings e ON e.identity_id = i.id WHERE i.name=? GROUP BY i.id", (name,)
+        ).fetchone()
+        if row is None:
+            raise UnknownIdentityError(f"no identity named {name!r} in {self.path}")
+        return IdentityInfo(*row)
+
+    def embeddings_of(self, name: str) -> tuple[np.ndarray, list[str | None]]:
+        info = self.get(name)
+        rows = self._conn.execute("SELECT vector, source FROM embeddings WHERE identity_id=? ORDER BY id",
+                                  (info.id,)).fetchall()
+        return (np.stack([np.frombuffer(v, dtype="<f4") for v, _ in rows]).astype(np.float32)
+                if rows else np.zeros((0, self.dim or 0), np.float32)), [s for _, s in rows]
+
+    def rename(self, old: str, new: str) -> None:
+        _check_name(new)
+        with self.transaction() as cur:
+            if cur.execute("SELECT 1 FROM identities WHERE name=?", (old,)).fetchone() is None:
+                raise UnknownIdentityError(f"no identity named {old!r} in {self.path}")
+            if old != new and cur.execute("SELECT 1 FROM identities WHERE name=?", (new,)).fetchone():
+                raise IdentityExistsError(f"an identity named {new!r} already exists in {self.path}")
+            cur.execute("UPDATE identities SET name=? WHERE name=?", (new, old))
+            self._bump(cur)
+
+    def remove(self, name: str) -> int:
+        """Delete an identity and its embeddings; returns how many embeddings went."""
+        with self.transaction() as cur:
+            row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UnknownIdentityError(f"no identity named {name!r} in {self.path}")
+            count = cur.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id=?", row).fetchone()[0]
+            cur.execute("DELETE FROM embeddings WHERE identity_id=?", row)
+            cur.execute("DELETE FROM identities WHERE id=?", row)
+            self._bump(cur)
+        return count
+
+    def matrix(self) -> GalleryMatrix:
+        """Every embedding with its identity, read in one consistent snapshot."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            generation = int(cur.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+            rows = cur.execute(
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                "ORDER BY i.name, e.id"
+            ).fetchall()
+        finally:
+            cur.execute("COMMIT")
+            cur.close()
+        names: list[str] = []
+        labels = np.empty(len(rows), dtype=np.int64)
+        for i, (name, _) in enumerate(rows):
+            if not names or names[-1] != name:
+                names.append(name)
+            labels[i] = len(names) - 1
+        dim = self.dim or 0
+        vectors = (np.frombuffer(b"".join(v for _, v in rows), dtype="<f4").reshape(len(rows), -1)
+                   .astype(np.float32) if rows else np.zeros((0, dim), np.float32))
+        return GalleryMatrix(names=names, labels=labels, vectors=vectors, generation=generation)
+
+    def integrity_check(self) -> list[str]:
+        """Problems found by SQLite and by our own invariants (empty list: all is well)."""
+        problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+        problems += [f"foreign key violation in {r[0]}" for r in self._conn.execute("PRAGMA foreign_key_check")]
+        empty = self._conn.execute("SELECT name FROM identities WHERE id NOT IN "
+                                   "(SELECT identity_id FROM embeddings)").fetchall()
+        problems += [f"identity {r[0]!r} has no embeddings" for r in empty]
+        dim = self.dim
+        if dim is not None:
+            bad = self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE dim != ? OR length(vector) != ?",
+                                     (dim, 4 * dim)).fetchone()[0]
+            if bad:
+                problems.append(f"{bad} embeddings do not have {dim} float32 values")
+        return problems
+
+    # -- export / import -------------------------------------------------------------
+    def export(self, path: str | os.PathLike) -> int:
+        """Write every identity and embedding to ``.json`` or ``.npz``; returns identities written."""
+        path = Path(path)
+        rows = self._conn.execute(
+            "SELECT i.name, i.created, e.vector, e.source, e.created FROM embeddings e "
+            "JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
+        ).fetchall()
+        header = {"format": EXPORT_FORMAT, "version": SCHEMA_VERSION, "model": self.model,
+                  "preprocessing_id": self.preprocessing_id, "dim": self.dim}
+        tmp = path.with_name(path.name + ".part")
+        if path.suffix.lower() == ".json":
+            people: dict[str, dict] = {}
+            for name, created, vector, source, stamp in rows:
+                person = people.setdefault(name, {"name": name, "created": created, "embeddings": []})
+                person["embeddings"].append({"vector": [round(float(x), 7) for x in np.frombuffer(vector, "<f4")],
+                                             "source": source, "created": stamp})
+            tmp.write_text(json.dumps({**header, "identities": list(people.values())}))
+            count = len(people)
+        elif path.suffix.lower() == ".npz":
+            names = [r[0] for r in rows]
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(
+                    handle,
+                    header=np.array(json.dumps(header)),
+                    names=np.array(names, dtype=str),
+                    identity_created=np.array([r[1] for r in rows], dtype=np.float64),
+                    vectors=(np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), -1)
+                             if rows else np.zeros((0, self.dim or 0), np.float32)),
+                    sources=np.array([r[3] or "" for r in rows], dtype=str),
+                    created=np.array([r[4] for r in rows], dtype=np.float64),
+                )
+            count = len(set(names))
+        else:
+            raise GalleryError(f"{path}: export to .json or .npz")
+        os.replace(tmp, path)
+        return count
+
+    def import_(self, path: str | os.PathLike, on_conflict: str = "merge") -> int:
+        """Add the identities of an export file in one transaction; returns identities imported.
+
+        ``on_conflict`` says what happens to a name already enrolled: "merge"
+        (add the embeddings), "replace", "skip" or "error".
+        """
+        if on_conflict not in ("merge", "replace", "skip", "error"):
+            raise ValueError("on_conflict must be merge, replace, skip or error")
+        header, people = _read_export(Path(path))
+        if header.get("model") is None:
+            return 0
+        now = time.time()
+        count = 0
+        with self.transaction() as cur:
+            for name, (vectors, sources, stamps) in people.items():
+                _check_name(name)
+                exists = cur.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
+                if exists and on_conflict == "skip":
+                    continue
+                if exists and on_conflict == "error":
+                    raise IdentityExistsError(f"{path}: identity {name!r} is already in {self.path}")
+                self._add(cur, name, _as_unit_rows(vectors), sources, header["model"],
+                          header["preprocessing_id"], on_conflict == "replace", now, stamps)
+                count += 1
+            self._bump(cur)
+        return count
+
+
+def _check_compatible(cur, path: Path, model: str, preprocessing_id: str, dim: int | None) -> None:
+    stored = dict(cur.execute("SELECT key, value FROM meta WHERE key IN ('model', 'preprocessing_id', 'dim')"))
+    if "model" not in stored:
+        return
+    if stored["model"] != model or stored["preprocessing_id"] != preprocessing_id:
+        raise ModelMismatchError(
+            f"gallery {path} holds embeddings of model {stored['model']!r} with preprocessing "
+            f"[{stored['preprocessing_id']}], but these come from model {model!r} with preprocessing "
+            f"[{preprocessing_id}]; embeddings of different models or preprocessing cannot be compared. "
+            f"Use the same model and options (e.g. --model {stored['model']}), or enrol into a new gallery."
+        )
+    if dim is not None and int(stored["dim"]) != int(dim):
+        raise ModelMismatchError(f"gallery {path} holds {stored['dim']}-dimensional embeddings, not {dim}")
+
+
+def _read_export(path: Path) -> tuple[dict, dict[str, tuple[np.ndarray, list, list]]]:
+    if not path.is_file():
+        raise GalleryError(f"{path}: no such file")
+    people: dict[str, tuple[list, list, list]] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            header = {k: data.get(k) for k in ("format", "version", "model", "preprocessing_id", "dim")}
+            for person in data["identities"]:
+                entry = people.setdefault(person["name"], ([], [], []))
+                for emb in person["embeddings"]:
+                    entry[0].append(emb["vector"])
+                    entry[1].append(emb.get("source"))
+                    entry[2].append(float(emb.get("created", time.time())))
+        elif path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                for name, vector, source, stamp in zip(data["names"], data["vectors"], data["sources"],
+                                                       data["created"]):
+                    entry = people.setdefault(str(name), ([], [], []))
+                    entry[0].append(vector)
+                    entry[1].append(str(source) or None)
+                    entry[2].append(float(stamp))
+        else:
+            raise GalleryError(f"{path}: import a .json or .npz export")
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise GalleryError(f"{path}: not a facespace gallery export ({exc})") from exc
+    if header.get("format") != EXPORT_FORMAT:
+        raise GalleryError(f"{path}: not a facespace gallery export (format {header.get('format')!r})")
+    out = {}
+    for name, (vectors, sources, stamps) in people.items():
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2 or (header.get("dim") and array.shape[1] != int(header["dim"])):
+            raise GalleryError(f"{path}: identity {name!r} has embeddings of the wrong shape {array.shape}")
+        out[name] = (array, sources, stamps)
+    return header, out
+
+
+def folder_tree(root: str | os.PathLike) -> dict[str, list[Path]]:
+    """``{person: [image paths]}`` for a ``root/<person>/<images>`` tree, sorted, empty folders left out."""
+    root = Path(root)
+    if not root.is_dir():
+        raise GalleryError(f"{root}: not a folder (want one sub-folder of images per person)")
+    people = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            people[folder.name] = images
+    if not people:
+        raise GalleryError(f"{root}: no <person>/ sub-folders with images found")
+    return people

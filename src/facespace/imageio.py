@@ -1,0 +1,141 @@
+"""Reading any supported image input into an RGB uint8 array.
+
+Accepts a path, raw bytes, a NumPy array or a PIL image; honours EXIF
+orientation; converts greyscale, RGBA, palette, CMYK and 16-bit images to RGB;
+and refuses images with more pixels than ``max_pixels`` before decoding them,
+so a decompression bomb cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError, ImageTooLargeError
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
+
+#: Default pixel limit: 64 megapixels (an 8000x8000 photo) is accepted.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+# We check sizes ourselves before decoding; PIL's own bomb check would raise
+# on a different, hidden limit.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def describe(source: ImageInput) -> str:
+    """A short human name for an input, for messages and reports."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array {source.shape} {source.dtype}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.size} {source.mode}>"
+    return f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return ``source`` as a contiguous RGB uint8 array of shape (H, W, 3)."""
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        _check_size(source.size, max_pixels, describe(source))
+        return _pil_to_rgb(source)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageLoadError("empty image data (0 bytes)")
+        return _decode(io.BytesIO(bytes(source)), describe(source), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageLoadError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageLoadError(f"{path}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        try:
+            with open(path, "rb") as handle:
+                return _decode(handle, str(path), max_pixels)
+        except PermissionError as exc:
+            raise ImageLoadError(f"{path}: permission denied") from exc
+    raise ImageLoadError(f"unsupported image input of type {type(source).__name__}")
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: image is {width}x{height} ({width * height:,} pixels), over the "
+            f"limit of {max_pixels:,} pixels"
+        )
+    if width == 0 or height == 0:
+        raise ImageLoadError(f"{name}: image has no pixels ({width}x{height})")
+
+
+def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(handle)
+            _check_size(image.size, max_pixels, name)
+            image.load()
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{name}: not an image or an unsupported format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from exc
+    return _pil_to_rgb(image)
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block must not make a readable image unreadable
+        pass
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _array_to_rgb(np.asarray(image))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """Arrays are taken as RGB(A) or greyscale; 16-bit and float ranges are rescaled."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageLoadError(f"array of shape {array.shape} is not an image (want HxW, HxWx3 or HxWx4)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageLoadError(f"array of shape {array.shape} has no pixels")
+    if array.dtype == np.uint8:
+        out = array
+    elif array.dtype == np.uint16:
+        out = (array >> 8).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageLoadError("array image contains NaN or infinite values")
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        out = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        top = 65535 if array.max() > 255 else 255
+        out = np.clip(array.astype(np.int64) * 255 // top, 0, 255).astype(np.uint8)
+    elif array.dtype == bool:
+        out = array.astype(np.uint8) * 255
+    else:
+        raise ImageLoadError(f"unsupported array dtype {array.dtype}")
+    if out.ndim == 2:
+        out = np.stack([out] * 3, axis=-1)
+    elif out.shape[2] == 4:
+        out = out[:, :, :3]
+    return np.ascontiguousarray(out)

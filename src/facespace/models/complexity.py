@@ -1,0 +1,129 @@
+"""Parameter and multiply-add counts of embedding networks.
+
+Multiply-adds are counted per image with forward hooks on every ``Conv2d``
+and ``Linear`` layer (a k x k x C_in convolution producing an H x W x C_out map
+costs k*k*C_in/groups*H*W*C_out; a linear layer in*out). Pooling,
+normalisation, activations and additions are not counted, which is how the
+FaceNet paper's "FLOPS" columns are computed (they are multiply-adds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import facenet_paper
+
+#: Figures stated in the FaceNet paper (Table 1, Table 2 and section 6.2).
+#: ``None`` where the paper gives no number.
+PAPER_FIGURES: dict[str, dict[str, Any]] = {
+    "nn1": {"params": 140e6, "flops": 1.6e9, "source": "Table 1"},
+    "nn2": {"params": 7.5e6, "flops": 1.6e9, "source": "Table 2"},
+    "nn3": {"params": None, "flops": None, "source": "section 6.2: NN2 at 160x160 (no counts given)"},
+    "nn4": {"params": None, "flops": 285e6, "source": "section 6.2: NN2 at 96x96, 285M FLOPS"},
+    "nns1": {"params": 26e6, "flops": 220e6, "source": "section 6.2"},
+    "nns2": {"params": 4.3e6, "flops": 20e6, "source": "section 6.2"},
+}
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def layer_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> list[tuple[str, str, int]]:
+    """(layer name, output shape, multiply-adds) per Conv2d/Linear layer for one image."""
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    rows: list[tuple[str, str, int]] = []
+    hooks = []
+
+    def hook(name: str):
+        def run(module: nn.Module, inputs, output) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(module, nn.Conv2d):
+                per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                macs = per_output * out[0].numel()
+            else:
+                macs = module.in_features * module.out_features * (out[0].numel() // module.out_features)
+            rows.append((name, "x".join(str(d) for d in out.shape[1:]), int(macs)))
+        return run
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            model(torch.zeros(1, 3, height, width, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def count_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> int:
+    """Multiply-adds of Conv2d and Linear layers for one image of ``input_size``."""
+    return sum(macs for _, _, macs in layer_mult_adds(model, input_size))
+
+
+def _build(name: str, input_size, embedding_size: int | None) -> tuple[nn.Module, tuple[int, int], str]:
+    key = name.lower()
+    if key in facenet_paper.ARCHITECTURES:
+        model = facenet_paper.build(key, embedding_size or 128, input_size)
+        return model, model.input_size, "facenet-paper"
+    if key in ("inception_resnet_v1", "inception-resnet-v1"):
+        from .inception_resnet_v1 import InceptionResnetV1
+
+        size = input_size or 160
+        return InceptionResnetV1(embedding_size=embedding_size or 128), _size(size), "inception_resnet_v1"
+    from ..registry import get_config  # a registered pretrained name
+
+    config = get_config(name, "embedder")
+    if config.architecture != "inception_resnet_v1":
+        raise ValueError(f"no architecture builder for {config.architecture!r}")
+    from .inception_resnet_v1 import InceptionResnetV1
+
+    model = InceptionResnetV1(embedding_size=embedding_size or config.embedding_size)
+    return model, _size(input_size or config.input_size), config.architecture
+
+
+def _size(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def describe_architecture(name: str, input_size: int | tuple[int, int] | None = None,
+                          embedding_size: int | None = None, layers: bool = False) -> dict:
+    """Parameters and multiply-adds per image of a named architecture.
+
+    ``name`` is a FaceNet paper network (``nn1`` .. ``nns2``),
+    ``inception_resnet_v1`` or a registered pretrained embedder name. The
+    result holds ``name``, ``architecture``, ``input_size`` (h, w),
+    ``embedding_size``, ``parameters``, ``mult_adds``, ``paper`` (the paper's
+    stated figures, where there are any) and, with ``layers=True``, the
+    per-layer rows ``(layer, output shape, mult_adds)``. No weights are loaded.
+    """
+    model, size, family = _build(name, input_size, embedding_size)
+    rows = layer_mult_adds(model, size)
+    out = {
+        "name": name,
+        "architecture": family,
+        "input_size": list(size),
+        "embedding_size": embedding_size or getattr(model, "embedding_size", None) or _embedding_dim(model, size),
+        "parameters": count_parameters(model),
+        "mult_adds": sum(r[2] for r in rows),
+        "paper": PAPER_FIGURES.get(name.lower()),
+    }
+    if layers:
+        out["layers"] = rows
+    return out
+
+
+def _embedding_dim(model: nn.Module, size: tuple[int, int]) -> int:
+    model.eval()
+    with torch.no_grad():
+        return int(model(torch.zeros(1, 3, *size)).shape[1])

@@ -1,0 +1,247 @@
+"""The whole path of a photo: image -> detection -> alignment -> embedding -> comparison.
+
+:class:`FacePipeline` wires the parts together and is what the CLI, the REST
+service, evaluation and the gallery use, so every entry point preprocesses
+faces the same way. ``preprocessing`` records that way, so stored embeddings
+can be checked for compatibility later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import alignment
+from .comparison import verify as verify_embeddings
+from .detection.mtcnn import MTCNN
+from .embedding import Embedder
+from .errors import FacespaceError, NoFaceError
+from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
+from .types import EmbeddedFace, Face, ImageResult, Verification
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor."""
+
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+
+
+def central_face(faces: Sequence[Face], shape: tuple[int, ...]) -> Face | None:
+    """The face a pre-cropped photo (LFW, an ID photo) is about: large and near the centre.
+
+    Scores each box by its area minus twice the squared offset of its centre from
+    the image centre, the rule Sandberg's facenet uses to pick LFW's subject.
+    """
+    if not faces:
+        return None
+    centre = np.array([shape[1] / 2, shape[0] / 2])
+
+    def score(face: Face) -> float:
+        middle = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+        return face.area - 2.0 * float(np.sum((middle - centre) ** 2))
+
+    return max(faces, key=score)
+
+
+class FacePipeline:
+    """Detect, align and embed faces with one pretrained model.
+
+    ``align`` picks the crop ("align", "margin" or "centre"; see
+    :mod:`facespace.alignment`). ``fallback="centre"`` embeds the centre crop
+    of an image in which no face was found instead of reporting no face.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        align: str = "margin",
+        flip: bool = False,
+        device: str = "cpu",
+        batch_size: int = 32,
+        detector: DetectorSettings = DetectorSettings(),
+        margin: int = 32,
+        centre_fraction: float = 0.64,
+        fallback: str = "none",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        threshold: float | None = None,
+    ) -> None:
+        if align not in alignment.ALIGN_MODES:
+            raise ValueError(f"unknown alignment {align!r}; choose one of {', '.join(alignment.ALIGN_MODES)}")
+        if fallback not in ("none", "centre"):
+            raise ValueError(f"unknown fallback {fallback!r}; choose 'none' or 'centre'")
+        self.embedder = Embedder(model, device=device, batch_size=batch_size, flip=flip)
+        self.align = align
+        self.margin = margin
+        self.centre_fraction = centre_fraction
+        self.fallback = fallback
+        self.max_pixels = max_pixels
+        self.detector_settings = detector
+        self._detector: MTCNN | None = None
+        self._device = device
+        registered = self.embedder.config.threshold
+        self.threshold = float(threshold if threshold is not None else registered)
+
+    # -- description -------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.embedder.name
+
+    @property
+    def preprocessing(self) -> dict:
+        """How faces become network inputs; equal dicts mean comparable embeddings."""
+        out = {
+            "model": self.model_name,
+            "align": self.align,
+            "flip": self.embedder.flip,
+            "input_size": self.embedder.input_size,
+            "normalisation": self.embedder.config.normalisation,
+        }
+        if self.align == "margin":
+            out["margin"] = self.margin
+        if self.align == "align":
+            out["template"] = alignment.template_id()
+        if self.align == "centre" or self.fallback == "centre":
+            out["centre_fraction"] = self.centre_fraction
+        return out
+
+    @property
+    def preprocessing_id(self) -> str:
+        return ";".join(f"{k}={v}" for k, v in self.preprocessing.items())
+
+    # -- detection -----------------------------------------------------------
+    @property
+    def detector(self) -> MTCNN:
+        if self._detector is None:
+            s = self.detector_settings
+            self._detector = MTCNN.pretrained(device=self._device, min_face_size=s.min_face_size,
+                                              thresholds=s.thresholds, factor=s.factor)
+        return self._detector
+
+    def load(self, image: ImageInput) -> np.ndarray:
+        return load_image(image, max_pixels=self.max_pixels)
+
+    def detect(self, image: ImageInput) -> list[Face]:
+        """All faces in one image, highest score first."""
+        return self.detect_arrays([self.load(image)])[0]
+
+    def detect_arrays(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces in each of several RGB arrays, detected as one batch."""
+        if self.align == "centre":
+            return [[self._centre_face(img)] for img in images]
+        found = self.detector.detect(list(images))
+        out = []
+        for image, det in zip(images, found):
+            faces = [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i])
+                     for i in range(len(det))]
+            if not faces and self.fallback == "centre":
+                faces = [self._centre_face(image)]
+            out.append(faces)
+        return out
+
+    def _centre_face(self, image: np.ndarray) -> Face:
+        height, width = image.shape[:2]
+        side = min(height, width) * self.centre_fraction
+        x1, y1 = (width - side) / 2, (height - side) / 2
+        return Face(box=np.array([x1, y1, x1 + side, y1 + side], dtype=np.float32), score=0.0,
+                    landmarks=None, detected=False)
+
+    # -- alignment -------------------------------------------------------------
+    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The network-input crop of one face, made the way ``align`` says."""
+        size = self.embedder.input_size
+        if not face.detected:
+            return alignment.centre_crop(image, size, self.centre_fraction)
+        if self.align == "align" and face.landmarks is not None:
+            return alignment.align_face(image, face.landmarks, size)
+        return alignment.margin_crop(image, face.box, size, self.margin)
+
+    # -- embedding ---------------------------------------------------------------
+    def embed(self, image: ImageInput) -> list[EmbeddedFace]:
+        """Every face in one image with its embedding (empty list when there is none)."""
+        result = self.embed_images([image], on_error="raise")[0]
+        return result.faces
+
+    def embed_largest(self, image: ImageInput) -> EmbeddedFace:
+        """The largest face in an image; raises :class:`NoFaceError` when there is none."""
+        faces = self.embed(image)
+        if not faces:
+            raise NoFaceError(f"{describe(image)}: no face found")
+        return max(faces, key=lambda f: f.face.area)
+
+    def embed_images(
+        self,
+        images: Iterable[ImageInput],
+        on_error: str = "report",
+        chunk: int = 16,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> list[ImageResult]:
+        """Embed all faces of many images, batching detection and embedding.
+
+        With ``on_error="report"`` a bad item becomes an :class:`ImageResult`
+        carrying its error and the rest go on; ``"raise"`` stops at the first.
+        """
+        return list(self.iter_embed_images(images, on_error, chunk, progress, total))
+
+    def iter_embed_images(
+        self,
+        images: Iterable[ImageInput],
+        on_error: str = "report",
+        chunk: int = 16,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> Iterator[ImageResult]:
+        """Streaming form of :meth:`embed_images`, for collections that do not fit in memory."""
+        if on_error not in ("report", "raise"):
+            raise ValueError("on_error must be 'report' or 'raise'")
+        items = list(images) if total is None and progress else images
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total if total is not None else len(items), unit="img", dynamic_ncols=True)
+        batch: list[tuple[str, np.ndarray | None, str | None]] = []
+        for source in items:
+            try:
+                batch.append((describe(source), self.load(source), None))
+            except FacespaceError as exc:
+                if on_error == "raise":
+                    raise
+                batch.append((describe(source), None, str(exc)))
+            if len(batch) >= chunk:
+                yield from self._embed_chunk(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+                batch = []
+        if batch:
+            yield from self._embed_chunk(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+
+    def _embed_chunk(self, batch: list[tuple[str, np.ndarray | None, str | None]]) -> list[ImageResult]:
+        good = [i for i, (_, img, _) in enumerate(batch) if img is not None]
+        faces_per_image = self.detect_arrays([batch[i][1] for i in good])
+        crops, owners = [], []
+        for i, faces in zip(good, faces_per_image):
+            for face in faces:
+                crops.append(self.crop(batch[i][1], face))
+                owners.append((i, face))
+        size = self.embedder.input_size
+        embeddings = self.embedder.embed_crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8))
+        results = [ImageResult(source=name, error=err) for name, _, err in batch]
+        for (i, face), emb in zip(owners, embeddings):
+            results[i].faces.append(EmbeddedFace(face=face, embedding=emb))
+        return results
+
+    # -- comparison ----------------------------------------------------------------
+    def verify(self, a: ImageInput, b: ImageInput) -> Verification:
+        """Whether the largest faces of two images show the same person."""
+        first, second = self.embed_largest(a), self.embed_largest(b)
+        return verify_embeddings(first.embedding, second.embedding, self.threshold)

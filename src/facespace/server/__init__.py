@@ -1,0 +1,10 @@
+"""The REST service: a FastAPI app over the pipeline, a gallery and clustering.
+
+``create_app(pipeline_factory, gallery_path, api_key, limits)`` builds it;
+``facespace serve`` runs it under uvicorn. OpenAPI at ``/openapi.json`` and
+``/docs``; a small upload page at ``/``.
+"""
+
+from .app import Limits, create_app
+
+__all__ = ["Limits", "create_app"]

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real data in ../shared/data and one pipeline per session."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = (REPO / ".." / "shared" / "data").resolve()
+LFW = DATA / "lfw" / "lfw-deepfunneled"
+PHOTOS = DATA / "photos"
+
+
+def lfw_image(name: str, number: int) -> Path:
+    return LFW / name / f"{name}_{number:04d}.jpg"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but carries almost no data (a bomb stand-in)."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"test data not found at {DATA}: the tests need ../shared/data beside the repository")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    from facespace import FacePipeline
+
+    return FacePipeline()
+
+
+@pytest.fixture()
+def bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    """One file for each kind of bad input the pipeline must refuse clearly."""
+    good = lfw_image("Aaron_Peirsol", 1).read_bytes()
+    files = {
+        "missing": tmp_path / "does_not_exist.jpg",
+        "empty": tmp_path / "empty.jpg",
+        "text": tmp_path / "notes.jpg",
+        "truncated": tmp_path / "truncated.jpg",
+        "bomb": tmp_path / "bomb.png",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not an image\n" * 20)
+    files["truncated"].write_bytes(good[: len(good) // 3])
+    files["bomb"].write_bytes(png_header_only(20000, 20000))
+    return files
+
+
+os.environ.setdefault("TQDM_DISABLE", "1")

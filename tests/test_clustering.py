@@ -1,0 +1,84 @@
+"""Clustering algorithms and their scores, on synthetic embeddings with known people."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facespace import clustering
+from synthetic_faces import people
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return people(12, 6, seed=3)
+
+
+@pytest.mark.parametrize("method", ["agglomerative", "chinese-whispers", "components"])
+def test_threshold_methods_recover_people(faces, method):
+    x, y = faces
+    result = clustering.cluster(x, method, threshold=1.0)
+    assert result.n_clusters == 12
+    assert clustering.pairwise_scores(y, result.labels)["f1"] == pytest.approx(1.0)
+    assert clustering.bcubed_scores(y, result.labels)["f1"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("linkage", clustering.LINKAGES)
+def test_agglomerative_linkages(faces, linkage):
+    x, y = faces
+    labels = clustering.agglomerative(x, 1.0, linkage)
+    assert clustering.pairwise_scores(y, labels)["f1"] == pytest.approx(1.0)
+
+
+def test_kmeans_given_and_estimated_k(faces):
+    x, y = faces
+    given = clustering.cluster(x, "kmeans", k=12)
+    assert given.n_clusters == 12
+    assert clustering.bcubed_scores(y, given.labels)["f1"] > 0.9
+    estimated = clustering.cluster(x, "kmeans", threshold=1.0)
+    assert estimated.params["k_estimated"] and estimated.params["k"] == 12
+    assert clustering.pairwise_scores(y, estimated.labels)["f1"] > 0.9
+
+
+def test_threshold_extremes():
+    x, _ = people(4, 3, seed=1)
+    assert clustering.cluster(x, "agglomerative", threshold=1e-6).n_clusters == 12
+    assert clustering.cluster(x, "components", threshold=4.0).n_clusters == 1
+    assert clustering.cluster(x, "chinese-whispers", threshold=1e-6).n_clusters == 12
+
+
+def test_labels_are_numbered_largest_first():
+    labels = clustering.relabel_by_size(np.array([7, 3, 3, 9, 3, 9]))
+    assert labels.tolist() == [2, 0, 0, 1, 0, 1]
+    result = clustering.Clustering(labels, "x", {})
+    assert [c.tolist() for c in result.clusters()] == [[1, 2, 4], [3, 5], [0]]
+
+
+def test_empty_and_single_inputs():
+    assert clustering.cluster(np.zeros((0, 128), np.float32), "agglomerative", threshold=1.0).n_clusters == 0
+    one = np.ones((1, 128), np.float32)
+    for method in clustering.METHODS:
+        assert clustering.cluster(one, method, threshold=1.0, k=1).labels.tolist() == [0]
+
+
+def test_bad_arguments():
+    x, _ = people(2, 2)
+    with pytest.raises(ValueError, match="unknown clustering method"):
+        clustering.cluster(x, "dbscan", threshold=1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        clustering.cluster(x, "agglomerative")
+    with pytest.raises(ValueError, match="k must"):
+        clustering.kmeans(x, 10)
+
+
+def test_scores_against_hand_counts():
+    true = [0, 0, 0, 1, 1]
+    pred = [0, 0, 1, 1, 1]
+    pw = clustering.pairwise_scores(true, pred)
+    # true pairs: 3 + 1 = 4; predicted pairs: 1 + 3 = 4; shared: (0,1) and (3,4) = 2
+    assert pw["precision"] == pytest.approx(0.5) and pw["recall"] == pytest.approx(0.5)
+    b = clustering.bcubed_scores(true, pred)
+    # precision per item: 1, 1, 1/3, 2/3, 2/3 ; recall: 2/3, 2/3, 1/3, 1, 1
+    assert b["precision"] == pytest.approx((1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5)
+    assert b["recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
+    assert clustering.pairwise_scores(true, true)["f1"] == 1.0
