@@ -20,7 +20,7 @@ import numpy as np
 
 from facespace import FacePipeline
 from facespace.imageio import load_image
-from facespace.pipeline import central_face
+from facespace.pipeline import central_face_index
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = ROOT / ".." / "shared" / "data" / "lfw" / "lfw-deepfunneled"
@@ -40,9 +40,11 @@ def main() -> int:
     points = []
     for path in paths[: args.images]:
         image = load_image(path)
-        face = central_face(pipeline.detect_arrays([image])[0], image.shape)
-        if face is None:
+        faces = pipeline.detect_arrays([image])[0]
+        chosen = central_face_index([f.box for f in faces], image.shape)
+        if chosen is None:
             continue
+        face = faces[chosen]
         h, w = image.shape[:2]
         half = args.margin / 2
         x1, y1 = max(np.floor(face.box[0]) - half, 0), max(np.floor(face.box[1]) - half, 0)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from facespace.detection.mtcnn import MTCNN
 from facespace.detection.nms import pairwise_overlap
+from facespace.evaluation.report import machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent / ".." / "shared" / "data"
@@ -101,15 +100,7 @@ def main() -> None:
         "batch_equals_one_by_one": same,
         "image_sizes_hw": sorted({tuple(im.shape[:2]) for im in images}),
         "per_image": per_image,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

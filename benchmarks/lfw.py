@@ -25,6 +25,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_LFW = HERE.parent / ".." / "shared" / "data" / "lfw"
 
@@ -39,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(list_models("embedder")), help="comma-separated embedders")
     p.add_argument("--aligns", default=",".join(ALIGN_MODES), help="comma-separated crops")
     p.add_argument("--flips", default="off,on", help="comma-separated: off, on")
+    p.add_argument("--settings", help="explicit comma-separated MODEL/ALIGN/FLIP triples, run in this order "
+                                      "(e.g. facenet-msceleb-128/margin/off); overrides --models/--aligns/--flips")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in OUT/lfw.json and skip those settings")
     p.add_argument("--limit-pairs", type=int, help="only this many pairs (a quick check)")
     p.add_argument("--far", type=float, default=1e-3)
     p.add_argument("--out", default=str(HERE / "results"), help="folder for lfw.json / lfw.md / lfw_roc.png")
@@ -79,36 +85,69 @@ def main(argv=None) -> int:
     flips = [f.strip() == "on" for f in args.flips.split(",") if f.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     aligns = [a.strip() for a in args.aligns.split(",") if a.strip()]
-    for mi, model in enumerate(models):
-        for ai, align in enumerate(aligns):
-            for flip in flips:
-                pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device,
-                                        batch_size=args.batch_size)
-                result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
-                                   cache_root=args.cache_dir)
-                stats = result.embeddings.stats
-                _learn_costs(cost, stats, model, align)
-                row = result.to_dict()
-                row.pop("missed_images")
-                row["missed_images"] = result.embeddings.missed
-                row["align"], row["flip"] = align, flip
-                row["images_per_s_standalone"] = _standalone_rate(cost, model, align, flip)
-                results["runs"].append(row)
-                label = f"{model} {align}{' +flip' if flip else ''}"
-                roc = result.report.roc
-                curves[label] = (roc.fpr, roc.tpr)
-                styles[label] = {"color": palette[(2 * ai + flip) % len(palette)],
-                                 "linestyle": dashes[mi % len(dashes)]}
-                missed = "n/a" if row["missed_detections"] is None else row["missed_detections"]
-                print(f"{label}: {result.report.summary()}; missed detections {missed}; "
-                      f"{result.wall_s:.1f} s", flush=True)
-                results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                _write(out, results)
+    if args.settings:
+        triples = [t.strip().split("/") for t in args.settings.split(",") if t.strip()]
+        settings = [(m, a, f == "on") for m, a, f in triples]
+    else:
+        settings = [(m, a, f) for m in models for a in aligns for f in flips]
+    done = set()
+    if args.resume and (out / "lfw.json").exists():
+        previous = json.loads((out / "lfw.json").read_text())
+        if previous["pairs"]["n"] == len(pairs):  # only runs on the same pairs can be kept
+            results["runs"] = previous["runs"]
+            done = {_setting(r) for r in results["runs"]}
+    all_models = list(dict.fromkeys([m for m, _, _ in settings] + [_setting(r)[0] for r in results["runs"]]))
+    all_aligns = list(dict.fromkeys([a for _, a, _ in settings] + [_setting(r)[1] for r in results["runs"]]))
+    for run in results["runs"]:  # curves of kept runs, from their stored ROC points
+        if "roc_points" not in run:
+            continue
+        model, align, flip = _setting(run)
+        label = f"{model} {align}{' +flip' if flip else ''}"
+        curves[label] = (np.array(run["roc_points"]["fpr"]), np.array(run["roc_points"]["tpr"]))
+        styles[label] = {"color": palette[(2 * all_aligns.index(align) + flip) % len(palette)],
+                         "linestyle": dashes[all_models.index(model) % len(dashes)]}
+    for model, align, flip in settings:
+        if (model, align, flip) in done:
+            continue
+        mi, ai = all_models.index(model), all_aligns.index(align)
+        pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device,
+                                batch_size=args.batch_size)
+        result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
+                           cache_root=args.cache_dir)
+        stats = result.embeddings.stats
+        _learn_costs(cost, stats, model, align)
+        row = result.to_dict()
+        row.pop("missed_images")
+        row["missed_images"] = result.embeddings.missed
+        row["align"], row["flip"] = align, flip
+        row["images_per_s_standalone"] = _standalone_rate(cost, model, align, flip)
+        row["roc_points"] = _thin_roc(result.report.roc)
+        results["runs"].append(row)
+        label = f"{model} {align}{' +flip' if flip else ''}"
+        roc = result.report.roc
+        curves[label] = (roc.fpr, roc.tpr)
+        styles[label] = {"color": palette[(2 * ai + flip) % len(palette)],
+                         "linestyle": dashes[mi % len(dashes)]}
+        missed = "n/a" if row["missed_detections"] is None else row["missed_detections"]
+        print(f"{label}: {result.report.summary()}; missed detections {missed}; "
+              f"{result.wall_s:.1f} s", flush=True)
+        results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write(out, results)
     png = plot_roc(out / "lfw_roc.png", curves, title=f"LFW view 2 ({len(pairs)} pairs)", far_target=args.far,
                    styles=styles)
     _write(out, results)
     print(f"wrote {out / 'lfw.json'}, {out / 'lfw.md'}" + (f", {png}" if png else ""))
     return 0
+
+
+def _setting(run: dict) -> tuple[str, str, bool]:
+    return run["preprocessing"]["model"], run["align"], bool(run["flip"])
+
+
+def _thin_roc(roc, points: int = 400) -> dict:
+    """At most ``points`` ROC points (log-spaced in FAR), enough to redraw the curve."""
+    keep = np.unique(np.searchsorted(roc.fpr, np.concatenate([[0], np.logspace(-5, 0, points)])).clip(0, len(roc.fpr) - 1))
+    return {"fpr": roc.fpr[keep].round(6).tolist(), "tpr": roc.tpr[keep].round(6).tolist()}
 
 
 def _learn_costs(cost: dict, stats: dict, model: str, align: str) -> None:

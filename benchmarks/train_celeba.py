@@ -10,7 +10,11 @@ deep-funneled faces with a fixed centre crop (``--crop-fraction`` of the side,
 the same crop the training images get) resized to the network input.
 
 Fine-tuning (``--mode finetune``): LFW accuracy of a registered pretrained
-model (``--pretrained``) before and after fine-tuning on celeba-299.
+model (``--pretrained``) before and after fine-tuning on celeba-299, both on the
+full 6000 pairs (10-fold) unless ``--finetune-eval-pairs`` asks for fewer. The
+fine-tune uses the training config's fine-tune defaults (BN statistics frozen,
+stem frozen, Adam at a low lr; ``facespace_train.config.FINETUNE_DEFAULTS``)
+unless ``--finetune-*`` options override them.
 
 Results: ``benchmarks/results/train_celeba.json`` and
 ``benchmarks/results/train_celeba.png``. Example (the numbers in the docs)::
@@ -52,9 +56,18 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=50, help="steps between LFW-subset evaluations")
     p.add_argument("--eval-pairs", type=int, default=600)
     p.add_argument("--pretrained", default="facenet-msceleb-128")
-    p.add_argument("--finetune-lr", type=float, default=0.001)
-    p.add_argument("--finetune-budget-s", type=float, default=60.0)
-    p.add_argument("--finetune-eval-pairs", type=int, default=600,
+    p.add_argument("--finetune-optimizer", default=None, help="default: the config's fine-tune default")
+    p.add_argument("--finetune-lr", type=float, default=None, help="default: the config's fine-tune default")
+    p.add_argument("--finetune-bn-mode", default=None, choices=["train", "frozen", "frozen_affine"],
+                   help="default: the config's fine-tune default (frozen)")
+    p.add_argument("--finetune-freeze", default=None, help='e.g. "stem,block35"; default: the config\'s')
+    p.add_argument("--finetune-p", type=int, default=8)
+    p.add_argument("--finetune-k", type=int, default=4)
+    p.add_argument("--finetune-steps", type=int, default=0, help="fixed step count (0: --finetune-budget-s)")
+    p.add_argument("--finetune-budget-s", type=float, default=180.0)
+    p.add_argument("--finetune-before-cache", default=str(RESULTS / "runs" / "finetune_lfw_before.json"),
+                   help="JSON cache of the pretrained model's LFW result (same model/pairs/crops); '' = no cache")
+    p.add_argument("--finetune-eval-pairs", type=int, default=0,
                    help="LFW pairs (taken evenly from the 10 folds) for before/after; 0 = all 6000")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
@@ -65,29 +78,43 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_one(args, name: str, full, subset, **overrides) -> dict:
+def run_one(args, name: str, full, subset, before_cache: dict | None = None, **overrides) -> dict:
     from facespace_train.config import TrainConfig
     from facespace_train.trainer import Trainer
 
-    cfg = TrainConfig(data=args.data, arch=args.arch, input_size=args.input_size,
-                      embedding_size=args.embedding_size, p=args.p, k=args.k, optimizer=args.optimizer,
-                      lr=args.lr, crop_fraction=args.crop_fraction, steps=10**9, time_budget_s=args.budget_s,
-                      eval_every=args.eval_every, eval_pairs=args.eval_pairs, lfw_dir=args.lfw,
-                      checkpoint_every=0, log_every=10, out_dir=str(RESULTS / "runs" / name),
-                      device=args.device, seed=args.seed, quiet=True)
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
+    values = dict(data=args.data, arch=args.arch, input_size=args.input_size,
+                  embedding_size=args.embedding_size, p=args.p, k=args.k, optimizer=args.optimizer,
+                  lr=args.lr, crop_fraction=args.crop_fraction, steps=10**9, time_budget_s=args.budget_s,
+                  eval_every=args.eval_every, eval_pairs=args.eval_pairs, lfw_dir=args.lfw,
+                  checkpoint_every=0, log_every=10, out_dir=str(RESULTS / "runs" / name),
+                  device=args.device, seed=args.seed, quiet=True)
+    values.update(overrides)  # before construction: None values take the config's (fine-tune) defaults
+    cfg = TrainConfig(**values)
     trainer = Trainer(cfg)
     before = None
     if subset is not None and subset.normalisation == trainer.normalisation:
         trainer._lfw = subset
-    if cfg.pretrained:
-        before = full.evaluate(trainer.model, trainer.device, kfold=True)
-        print(f"before fine-tuning: LFW 10-fold {before['lfw_kfold_acc']:.4f} on {before['lfw_pairs']} pairs", flush=True)
+    initial = None
+    if cfg.pretrained:  # evaluated after training (from a copy of these weights), so a cache can be used
+        initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     start = time.time()
     summary = trainer.train()
     wall = time.time() - start
     final = full.evaluate(trainer.model, trainer.device, kfold=True)
+    if initial is not None:
+        # the pretrained model's LFW result depends only on the model and the pairs/crops, so it may
+        # come from a cache written by an earlier run of this same evaluation (--finetune-before-cache)
+        cache_path, key = (before_cache or {}).get("path"), (before_cache or {}).get("key")
+        if cache_path and Path(cache_path).exists() and json.loads(Path(cache_path).read_text())["key"] == key:
+            before = dict(json.loads(Path(cache_path).read_text())["result"], cached=str(cache_path))
+        else:
+            trainer.model.load_state_dict(initial)
+            before = full.evaluate(trainer.model, trainer.device, kfold=True)
+            if cache_path:
+                Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(cache_path).write_text(json.dumps({"key": key, "result": before}, indent=1, default=float))
+        print(f"before fine-tuning: LFW 10-fold {before['lfw_kfold_acc']:.4f} on {before['lfw_pairs']} pairs",
+              flush=True)
     curve = []
     eval_csv = Path(cfg.out_dir) / "eval_log.csv"
     if eval_csv.exists():
@@ -145,13 +172,14 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.exists() else {}
-    report["hardware"] = {"cpu_count": os.cpu_count(), "torch_threads": args.threads,
-                          "device": args.device if args.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"),
-                          "platform": platform.platform(), "torch": torch.__version__,
-                          "load_average_at_start": os.getloadavg()}
-    report["command"] = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    hardware = {"cpu_count": os.cpu_count(), "torch_threads": args.threads,
+                "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+                "platform": platform.platform(), "torch": torch.__version__,
+                "load_average_at_start": os.getloadavg()}
+    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     if args.mode in ("scratch", "all"):
+        # the top-level hardware/command describe the scratch runs; the fine-tune section has its own
+        report["hardware"], report["command"] = hardware, command
         size = (args.input_size, args.input_size)
         t0 = time.time()
         full = LFWPairs(args.lfw, input_size=size, crop_fraction=args.crop_fraction, n_pairs=0)
@@ -162,7 +190,7 @@ def main(argv=None) -> int:
         report["scratch"] = {"budget_s_per_run": args.budget_s, "runs": runs}
         plot(runs, RESULTS / "train_celeba.png")
     if args.mode in ("finetune", "all"):
-        report["finetune"] = finetune(args)
+        report["finetune"] = {"command": command, "hardware": hardware, **finetune(args)}
     out_path.write_text(json.dumps(report, indent=1, default=float))
     print(f"wrote {out_path}")
     return 0
@@ -181,12 +209,32 @@ def finetune(args) -> dict:
         full = LFWPairs(args.lfw, input_size=size, crop_fraction=args.crop_fraction,
                         n_pairs=args.finetune_eval_pairs, normalisation=config.normalisation)
         subset = full
-        result = run_one(args, f"finetune-{args.pretrained}", full, subset, pretrained=args.pretrained,
-                         optimizer="adam", lr=args.finetune_lr, batch_norm=False, eval_every=0,
-                         time_budget_s=args.finetune_budget_s, p=8, k=4)
+        # the crops (celeba-299 and LFW alike) get the model's registered input size and normalisation
+        # (Trainer takes both from the registry); BN statistics, frozen parts, optimiser and lr are
+        # the config's fine-tune defaults unless given here
+        key = {"pretrained": args.pretrained, "lfw": str(Path(args.lfw).resolve()), "pairs": len(full.pairs),
+               "eval_pairs": args.finetune_eval_pairs, "input_size": list(size),
+               "normalisation": config.normalisation, "crop_fraction": args.crop_fraction}
+        before_cache = {"path": args.finetune_before_cache, "key": key} if args.finetune_before_cache else None
+        result = run_one(args, f"finetune-{args.pretrained}", full, subset, before_cache=before_cache,
+                         pretrained=args.pretrained,
+                         input_size=None, optimizer=args.finetune_optimizer, lr=args.finetune_lr,
+                         bn_mode=args.finetune_bn_mode, freeze=args.finetune_freeze, eval_every=0,
+                         lfw_dir=None,  # no evaluation inside the trainer: before/after are done here
+                         steps=args.finetune_steps or 10**9,
+                         time_budget_s=0.0 if args.finetune_steps else args.finetune_budget_s,
+                         p=args.finetune_p, k=args.finetune_k)
+        cfg = result["config"]
+        before, after = result["lfw_before"]["lfw_kfold_acc"], result["lfw_full_kfold_acc"]
         return {"pretrained": args.pretrained, "lfw_pairs": len(full.pairs),
-                "lfw_before_kfold": result["lfw_before"]["lfw_kfold_acc"],
-                "lfw_after_kfold": result["lfw_full_kfold_acc"], "run": result}
+                "lfw_folds": full.folds, "input_size": list(size), "normalisation": config.normalisation,
+                "crop_fraction": args.crop_fraction,
+                "settings": {k: cfg[k] for k in ("optimizer", "lr", "bn_mode", "freeze", "dropout", "p", "k",
+                                                 "mining", "margin", "steps", "time_budget_s")},
+                "steps_done": result["steps"], "train_time_s": result["train_time_s"],
+                "lfw_before_kfold": before, "lfw_before_kfold_std": result["lfw_before"]["lfw_kfold_std"],
+                "lfw_after_kfold": after, "lfw_after_kfold_std": result["lfw_full_kfold_std"],
+                "delta_points": round(100 * (after - before), 3), "run": result}
     except Exception as exc:  # noqa: BLE001 - report why fine-tuning could not run
         print(f"fine-tuning not run: {type(exc).__name__}: {exc}", flush=True)
         return {"pretrained": args.pretrained, "error": f"{type(exc).__name__}: {exc}"}

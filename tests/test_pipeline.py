@@ -84,7 +84,7 @@ def test_cli_embed_records_model_and_preprocessing(tmp_path, bad_inputs):
     assert "empty file" in proc.stderr and "Traceback" not in proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["model"] == "facenet-msceleb-128"
-    assert rows[0]["preprocessing"]["align"] == "margin" and len(rows[0]["embedding"]) == 128
+    assert rows[0]["preprocessing"]["align"] == "align" and len(rows[0]["embedding"]) == 128
     npz = tmp_path / "faces.npz"
     assert run_cli("embed", SAME[0], "--out", npz).returncode == 0
     stored = np.load(npz)

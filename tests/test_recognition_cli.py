@@ -175,7 +175,7 @@ def test_cluster_command(tmp_path, capsys):
 
 def test_video_tracks_and_identifies(tmp_path, pipeline):
     from facespace.gallery import Identifier
-    from facespace.video import IoUTracker, annotate_video, process_video
+    from facespace.video import annotate_video, process_video
 
     clip = EXAMPLES / "short_hamilton_clip.mp4"
     with Gallery(tmp_path / "g.db") as g:

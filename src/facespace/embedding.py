@@ -8,6 +8,9 @@ import torch
 from .models import load_embedder
 from .models.preprocess import normalise
 from .registry import PretrainedConfig, get_config
+from .threads import apply_thread_default
+
+BACKENDS = ("torch", "onnx")
 
 
 class Embedder:
@@ -15,21 +18,45 @@ class Embedder:
 
     ``flip=True`` embeds each crop and its mirror image and averages the two
     (then renormalises): a cheap test-time augmentation.
+
+    Speed: the torch network is loaded with its batch norms folded into the
+    convolutions (same outputs to ~1e-6) and, on CPU, in channels-last memory
+    layout. ``backend="onnx"`` runs the same network with ONNX Runtime instead
+    (CPU only; exported into the weight cache on first use; needs the ``onnx``
+    extra). ``half`` runs the network in float16; the default is True on CUDA
+    (embeddings then differ by ~1e-3 from float32) and False elsewhere.
     """
 
     def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 32,
-                 flip: bool = False) -> None:
+                 flip: bool = False, backend: str = "torch", half: bool | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.config: PretrainedConfig = get_config(model, "embedder")
         self.device = torch.device(device)
+        if backend == "onnx" and self.device.type != "cpu":
+            raise ValueError("backend='onnx' runs on the CPU; use backend='torch' for other devices")
         self.batch_size = batch_size
         self.flip = flip
-        self._network: torch.nn.Module | None = None
+        self.backend = backend
+        self.half = bool(half) if half is not None else self.device.type == "cuda"
+        self._network = None
 
     @property
-    def network(self) -> torch.nn.Module:
+    def network(self):
         """The network, loaded on first use so cached evaluations never pay for it."""
         if self._network is None:
-            self._network = load_embedder(self.config.name, device=str(self.device))
+            apply_thread_default()
+            if self.backend == "onnx":
+                from .models.onnx_backend import load_onnx_embedder
+
+                self._network = load_onnx_embedder(self.config.name)
+            else:
+                net = load_embedder(self.config.name, device=str(self.device), fuse=True)
+                if self.device.type == "cpu":
+                    net = net.to(memory_format=torch.channels_last)
+                if self.half:
+                    net = net.half()
+                self._network = net
         return self._network
 
     @property
@@ -43,6 +70,18 @@ class Embedder:
     @property
     def dim(self) -> int:
         return self.config.embedding_size
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.backend == "onnx":
+            return self.network(batch)
+        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if self.half:
+            # float16 network, float32 L2 normalisation (a squared norm can overflow float16)
+            raw = self.network(batch.half(), normalize=False).float()
+            return torch.nn.functional.normalize(raw, p=2.0, dim=1, eps=1e-10)
+        return self.network(batch).float()
 
     @torch.inference_mode()
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -58,10 +97,9 @@ class Embedder:
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = normalise(crops[start : start + self.batch_size], self.config.normalisation)
-            batch = batch.to(self.device)
-            embeddings = self.network(batch)
+            embeddings = self._forward(batch)
             if self.flip:
-                embeddings = embeddings + self.network(torch.flip(batch, dims=[3]))
+                embeddings = embeddings + self._forward(torch.flip(batch, dims=[3]))
                 embeddings = torch.nn.functional.normalize(embeddings, dim=1)
-            out.append(embeddings.float().cpu().numpy())
+            out.append(embeddings.cpu().numpy())
         return np.concatenate(out)

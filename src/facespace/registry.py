@@ -44,6 +44,7 @@ class PretrainedConfig:
     normalisation: Normalisation = "fixed"
     channel_order: str = "RGB"
     threshold: float | None = None
+    align: str = "margin"
     extra: dict = field(default_factory=dict)
 
     @property

@@ -13,7 +13,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,8 +39,11 @@ class TrainConfig:
     pretrained: Optional[str] = None    # registered embedder to fine-tune (facespace.models.load_embedder)
     embedding_size: int = 128
     batch_norm: bool = True             # BN after every conv of the paper networks (not in the paper)
-    dropout: float = 0.0
+    dropout: float = 0.0                # also replaces a pretrained model's own dropout rate
     normalisation: str = "fixed"        # fixed | prewhiten (a pretrained model's own setting wins)
+    # fine-tuning controls (None: FINETUNE_DEFAULTS when `pretrained` is set, else SCRATCH_DEFAULTS)
+    bn_mode: Optional[str] = None       # train | frozen (eval-mode BN: running stats fixed) | frozen_affine
+    freeze: Optional[str] = None        # comma-separated parts kept fixed, e.g. "stem,block35" (see trainer)
     # loss and batches
     margin: float = 0.2
     mining: str = "semihard"            # semihard hard random batch_all
@@ -50,8 +53,8 @@ class TrainConfig:
     k: int = 4                          # images per identity
     small_identities: str = "repeat"    # repeat | partial (identities with fewer than k images)
     # optimisation
-    optimizer: str = "adagrad"          # adagrad (paper) sgd adam
-    lr: float = 0.05
+    optimizer: Optional[str] = None     # adagrad (paper) sgd adam; None: adagrad, fine-tuning adam
+    lr: Optional[float] = None          # None: 0.05, fine-tuning 1e-5
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float = 0.0              # max gradient norm; 0 disables
@@ -80,6 +83,12 @@ class TrainConfig:
     eval_kfold: bool = False            # also report 10-fold accuracy
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        defaults = FINETUNE_DEFAULTS if self.pretrained else SCRATCH_DEFAULTS
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     def augment_kwargs(self) -> dict:
         return {name: getattr(self, name) for name in
                 ("flip", "scale_jitter", "shift_jitter", "brightness", "contrast", "saturation")}
@@ -87,6 +96,14 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+# Options whose default depends on the run kind. From scratch: the paper's AdaGrad at 0.05 with
+# batch norm learning its statistics. Fine-tuning a pretrained embedder (``pretrained`` set): the
+# pretrained BN statistics are kept (BN layers stay in eval mode; re-estimating them from small
+# P x K batches of another dataset is what wrecks a pretrained model within a few steps), the stem
+# is frozen, and Adam at 1e-5 (1e-3 loses ~6 LFW points in 4 steps; see benchmarks/train_celeba.py).
+SCRATCH_DEFAULTS: dict[str, Any] = {"optimizer": "adagrad", "lr": 0.05, "bn_mode": "train", "freeze": ""}
+FINETUNE_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-5, "bn_mode": "frozen", "freeze": "stem"}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "mining": ("semihard", "hard", "random", "batch_all"),
@@ -96,6 +113,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "step", "cosine"),
     "normalisation": ("fixed", "prewhiten"),
     "small_identities": ("repeat", "partial"),
+    "bn_mode": ("train", "frozen", "frozen_affine"),
 }
 
 
@@ -153,7 +171,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind in field_types().items():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        help_ = f"(default: {default})"
+        help_ = f"(default: {default!r})" if default == "" else f"(default: {default})"
+        if name in FINETUNE_DEFAULTS:
+            help_ = f"{help_[:-1]}; fine-tuning: {FINETUNE_DEFAULTS[name] or repr('')})"
         if kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:

@@ -9,7 +9,9 @@
 * CSV logs: ``train_log.csv`` (loss, active-triplet fraction, mean distances)
   and ``eval_log.csv`` (LFW best-threshold accuracy on a pairs subset);
 * fine-tuning of any registered pretrained embedder
-  (``pretrained = "facenet-msceleb-128"``);
+  (``pretrained = "facenet-msceleb-128"``), by default with batch norm frozen
+  (eval-mode statistics), the stem frozen and Adam at a low lr (``bn_mode``,
+  ``freeze``; :data:`facespace_train.config.FINETUNE_DEFAULTS`);
 * DDP under ``torchrun`` with mining over the global batch (see
   :mod:`facespace_train.distributed`).
 """
@@ -65,6 +67,9 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, tuple[int, int], str]:
         model = load_embedder(config.name, device="cpu")
         for param in model.parameters():
             param.requires_grad_(True)
+        for module in model.modules():  # the configured rate replaces the pretrained model's own
+            if isinstance(module, nn.Dropout):
+                module.p = cfg.dropout
         return model, (config.input_size, config.input_size), config.normalisation
     arch = cfg.arch.lower()
     from facespace.models import facenet_paper
@@ -80,6 +85,73 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, tuple[int, int], str]:
         return InceptionResnetV1(embedding_size=cfg.embedding_size, dropout=cfg.dropout), (size, size), \
             cfg.normalisation
     raise ValueError(f"unknown architecture {cfg.arch!r}")
+
+
+# -- fine-tuning controls -----------------------------------------------------------
+# ``freeze`` names: these aliases (Inception-ResNet-v1 block families), or any module path prefix
+# ("repeat_2.3", "features.0", ...) of the network.
+FREEZE_ALIASES: dict[str, tuple[str, ...]] = {
+    "stem": ("conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "conv2d_3b_1x1", "conv2d_4a_3x3",
+             "conv2d_4b_3x3"),
+    "block35": ("repeat_1",),
+    "mixed6a": ("mixed_6a",),
+    "block17": ("repeat_2",),
+    "mixed7a": ("mixed_7a",),
+    "block8": ("repeat_3", "block8"),
+    "bottleneck": ("bottleneck_linear", "bottleneck_bn"),
+}
+
+
+def freeze_prefixes(spec: str | None) -> list[str]:
+    """Module path prefixes named by a ``freeze`` option ("stem,block35" or raw prefixes)."""
+    out: list[str] = []
+    for name in (spec or "").replace(" ", ",").split(","):
+        if name:
+            out.extend(FREEZE_ALIASES.get(name.lower(), (name,)))
+    return out
+
+
+def freeze_modules(model: nn.Module, spec: str | None) -> list[str]:
+    """Set ``requires_grad=False`` on the parameters under the ``freeze`` modules; the module names."""
+    prefixes = freeze_prefixes(spec)
+    if not prefixes:
+        return []
+    names = dict(model.named_modules())
+    frozen = []
+    for prefix in prefixes:
+        if prefix not in names:
+            raise ValueError(f"freeze: the model has no module {prefix!r} "
+                             f"(aliases: {', '.join(FREEZE_ALIASES)}; or a module path)")
+        for param in names[prefix].parameters():
+            param.requires_grad_(False)
+        frozen.append(prefix)
+    return frozen
+
+
+def apply_bn_mode(model: nn.Module, mode: str, frozen: list[str] = ()) -> None:
+    """After ``model.train()``: BN layers (and the whole of frozen modules) back to eval mode.
+
+    ``frozen`` / ``frozen_affine``: batch norm normalises with its pretrained running statistics,
+    which the step leaves untouched (``frozen_affine`` also fixes gamma and beta, see
+    :func:`freeze_bn_affine`). Frozen modules run in eval mode whatever ``mode`` is, so their BN
+    statistics and dropout stay fixed too.
+    """
+    names = dict(model.named_modules())
+    for prefix in frozen:
+        names[prefix].eval()
+    if mode in ("frozen", "frozen_affine"):
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    elif mode != "train":
+        raise ValueError(f"unknown bn_mode {mode!r}")
+
+
+def freeze_bn_affine(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for param in module.parameters(recurse=False):
+                param.requires_grad_(False)
 
 
 # -- optimisation ------------------------------------------------------------------
@@ -174,6 +246,9 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         seed_everything(cfg.seed)
         self.model, self.input_size, self.normalisation = build_model(cfg)
+        self.frozen = freeze_modules(self.model, cfg.freeze)
+        if cfg.bn_mode == "frozen_affine":
+            freeze_bn_affine(self.model)
         self.model.to(self.device)
         if self.dist.enabled and cfg.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -248,6 +323,7 @@ class Trainer:
         images, labels = self.next_batch()
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
         self.net.train()
+        apply_bn_mode(self.model, cfg.bn_mode, self.frozen)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             embeddings = self.net(images)
         embeddings = embeddings.float()
@@ -261,7 +337,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.optimizer.param_groups[0]["lr"]

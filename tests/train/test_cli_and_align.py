@@ -1,6 +1,5 @@
 import argparse
 import json
-import sys
 
 import cv2
 import numpy as np

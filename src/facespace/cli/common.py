@@ -16,7 +16,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
     group = parser.add_argument_group("pipeline")
     if not detection_only:
         group.add_argument("--model", default=None, help="embedding model (see `facespace models list`)")
-        group.add_argument("--align", default="margin", choices=ALIGN_MODES, help="face crop (default: margin)")
+        group.add_argument("--align", default=None, choices=ALIGN_MODES,
+                           help="face crop (default: the model's registered one, best measured on LFW)")
         group.add_argument("--flip", action="store_true", help="average with the mirrored face's embedding")
         group.add_argument("--batch-size", type=_positive_int, default=32, help="faces per network batch")
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
@@ -28,7 +29,7 @@ def pipeline_from_args(args: argparse.Namespace) -> "FacePipeline":
 
     return FacePipeline(
         model=getattr(args, "model", None),
-        align=getattr(args, "align", "margin"),
+        align=getattr(args, "align", None),
         flip=getattr(args, "flip", False),
         device=args.device,
         batch_size=getattr(args, "batch_size", 32),

@@ -18,6 +18,7 @@ from ..errors import FacespaceError
 COMMAND_MODULES = [
     "infer",      # detect, embed, verify
     "models",     # models list | pull | info
+    "export",     # export onnx MODEL OUT
     "evaluate",   # evaluate lfw | pairs
     "gallery", "identify", "cluster", "video", "serve",  # gallery enroll|list|..., identify, cluster, video, serve
     "train", "align",  # train (facespace_train), align SRC DST (pre-align a dataset)

@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import UnknownModelError
 from ..registry import get_config, list_models
-from ..weights import cached_path, install_from_file, is_cached, pull
+from ..weights import install_from_file, is_cached, pull
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,19 +74,29 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    config = get_config(args.name)
-    out = asdict(config)
-    out["cached"] = {key: str(cached_path(config, key)) if is_cached(config) else None for key in config.files}
-    try:
-        from ..models.complexity import describe_architecture
-    except ImportError:
-        describe_architecture = None
-    if describe_architecture is not None and config.kind == "embedder":
-        out["complexity"] = describe_architecture(config.architecture, embedding_size=config.embedding_size,
-                                                  input_size=config.input_size)
+    """A registered model's entry plus its complexity, or just the complexity of an architecture (nn1..nns2)."""
+    from ..models.complexity import describe_architecture
+
+    if args.name in list_models():
+        config = get_config(args.name)
+        out = asdict(config)
+        out["cached"] = is_cached(config)
+        if config.kind == "embedder":
+            out["complexity"] = describe_architecture(config.name)
+    else:
+        try:
+            out = describe_architecture(args.name)
+        except (KeyError, ValueError):
+            known = ", ".join(list_models())
+            raise UnknownModelError(
+                f"unknown model or architecture {args.name!r}; registered models: {known}; "
+                "architectures: nn1, nn2, nn3, nn4, nns1, nns2, inception_resnet_v1"
+            ) from None
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
     for key, value in out.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
         print(f"{key:15} {value}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import _positive_int, add_pipeline_options, pipeline_from_args
+from .common import add_pipeline_options, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     try:
         from facespace_train.config import add_arguments
     except ImportError as exc:
+        reason = exc  # the name "exc" is cleared when the except block ends
         parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        parser.set_defaults(handler=lambda args: _missing(exc))
+        parser.set_defaults(handler=lambda args: _missing(reason))
         return
     add_arguments(parser)
     parser.add_argument("--print-config", action="store_true", help="print the merged options as JSON and exit")

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import WeightsError
 from ..models.mtcnn_nets import ONet, PNet, RNet, load_net, normalise
+from ..threads import apply_thread_default
 from .nms import batched_nms
 from .types import Detections
 
@@ -68,6 +69,9 @@ class MTCNN:
         self.thresholds = thresholds
         self.factor = float(factor)
         self.device = torch.device(device)
+        apply_thread_default()
+        # The network inputs below are NHWC arrays viewed as NCHW, i.e. already
+        # channels-last, which is the layout oneDNN's convolutions prefer.
         self.pnet = pnet.to(self.device).eval()
         self.rnet = rnet.to(self.device).eval()
         self.onet = onet.to(self.device).eval()
@@ -160,10 +164,14 @@ class MTCNN:
     def _pnet_batch(self, images: list[np.ndarray], indices: list[int], scale: float):
         heights = [im.shape[0] for im in images]
         widths = [im.shape[1] for im in images]
-        batch = np.zeros((len(images), max(heights), max(widths), 3), dtype=np.float32)
-        for k, im in enumerate(images):
-            batch[k, : im.shape[0], : im.shape[1]] = im
-        x = normalise(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2))
+        if len(images) == 1:
+            batch = images[0][None]  # no padding: no copy
+        else:
+            batch = np.zeros((len(images), max(heights), max(widths), 3), dtype=np.uint8)
+            for k, im in enumerate(images):
+                batch[k, : im.shape[0], : im.shape[1]] = im
+        # uint8 to the device (4x less to move), then float: the same values as before.
+        x = normalise(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float())
         reg, prob = self.pnet(x)
         reg, prob = reg.float().cpu(), prob[:, 1].float().cpu()
         # Keep only cells whose whole 12x12 window lies inside that image.
@@ -217,7 +225,7 @@ class MTCNN:
         outs = []
         for start in range(0, len(crops), _CHUNK):
             x = torch.from_numpy(crops[start : start + _CHUNK]).to(self.device)
-            outs.append([o.float().cpu() for o in net(normalise(x.permute(0, 3, 1, 2)))])
+            outs.append([o.float().cpu() for o in net(normalise(x.permute(0, 3, 1, 2).float()))])
         return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
@@ -275,8 +283,8 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
 
 def _crops(arrays: list[np.ndarray], boxes: torch.Tensor, groups: torch.Tensor,
            size: int) -> np.ndarray:
-    """(N, size, size, 3) float32 crops of integer boxes; outside the image reads as 0."""
-    out = np.zeros((len(boxes), size, size, 3), dtype=np.float32)
+    """(N, size, size, 3) uint8 crops of integer boxes; outside the image reads as 0."""
+    out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
     coords = boxes.round().long().numpy()
     for k, (g, (x1, y1, x2, y2)) in enumerate(zip(groups.tolist(), coords)):
         image = arrays[g]

@@ -31,15 +31,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import ImageLoadError
 from ..registry import get_config
+from ..pipeline import central_face_index, centre_face
 from ..types import Face
 
-__all__ = ["EmbeddingSet", "embed_paths", "default_cache_root", "file_sha1", "pick_central_face"]
+__all__ = ["EmbeddingSet", "embed_paths", "default_cache_root", "file_sha1"]
 
 #: Bump when the meaning of a cached record changes.
 CACHE_VERSION = 1
@@ -95,26 +96,6 @@ class EmbeddingSet:
 
 
 # -- face choice ---------------------------------------------------------------------
-def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
-    """The assumed face of the centre-crop fallback (``detected=False``)."""
-    height, width = image_shape[:2]
-    side = min(height, width) * fraction
-    x1, y1 = (width - side) / 2, (height - side) / 2
-    return Face(box=np.array([x1, y1, x1 + side, y1 + side], dtype=np.float32), score=0.0,
-                landmarks=None, detected=False)
-
-
-def pick_central_face(boxes: np.ndarray, image_shape: Sequence[int]) -> int | None:
-    """Index of the box whose centre is nearest the image centre (first on a tie), or None."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) == 0:
-        return None
-    height, width = image_shape[:2]
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2 - width / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2
-    return int(np.argmin(cx**2 + cy**2))
-
-
 # -- the on-disk store -------------------------------------------------------------------
 class _Store:
     """Append-only ``key -> records`` store in a folder of ``.npz`` shards.
@@ -298,7 +279,7 @@ def embed_paths(
                         det_known[batch[i]] = det_pending[batch[i]] = record
                 for k, image in zip(batch, images):
                     det = det_known[k]
-                    chosen = pick_central_face(det["boxes"], image.shape)
+                    chosen = central_face_index(det["boxes"], image.shape)
                     if chosen is None:
                         faces.append(centre_face(image.shape, pipeline.centre_fraction))
                     else:

@@ -107,7 +107,7 @@ def run_pairs(
 
 
 def machine_info() -> dict:
-    """The machine a run was timed on."""
+    """The machine a run was timed on, and how busy it was (timings on a loaded machine mislead)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -131,6 +131,11 @@ def machine_info() -> dict:
         info["cpus_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:
         pass
+    try:
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    info["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return info
 
 

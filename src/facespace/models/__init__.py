@@ -34,7 +34,7 @@ from ..errors import WeightsError
 from ..registry import PretrainedConfig, get_config
 from ..weights import weight_paths
 
-__all__ = ["load_embedder", "build_embedder", "convert_weights", "converted_cache_path",
+__all__ = ["load_embedder", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
            "register_architecture", "register_format", "ARCHITECTURES", "FORMATS",
            "CONVERTER_VERSION"]
 
@@ -114,6 +114,14 @@ def converted_cache_path(config: PretrainedConfig, paths: dict[str, Path]) -> Pa
     return first.with_name(f"{first.name}.torch-{digest}.pt")
 
 
+def onnx_cache_path(config: PretrainedConfig, paths: dict[str, Path], opset: int = 17) -> Path:
+    """Where the exported ONNX graph of ``config`` is cached (beside the converted state;
+    same key, plus the opset)."""
+    torch_cache = converted_cache_path(config, paths)
+    stem = torch_cache.name[: -len(".pt")].replace(".torch-", ".onnx-")
+    return torch_cache.with_name(f"{stem}-opset{opset}.onnx")
+
+
 def convert_weights(config: PretrainedConfig, paths: dict[str, Path],
                     model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Convert the weight files of ``config`` into a state_dict (no caching)."""
@@ -141,12 +149,16 @@ def _load_cached(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def load_embedder(name: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+def load_embedder(name: str | None = None, device: str | torch.device = "cpu",
+                  fuse: bool = False) -> nn.Module:
     """The pretrained embedding network ``name`` (default: the registry's default
     embedder), weights fetched, converted (cached) and loaded, in eval mode.
 
     The returned module maps normalised ``N x 3 x S x S`` float tensors (see
     :func:`facespace.models.preprocess.normalise`) to L2-normalised embeddings.
+    ``fuse=True`` folds its batch norms into the preceding layers
+    (:func:`facespace.models.fuse.fuse_for_inference`): same outputs to ~1e-6,
+    faster, but no longer trainable.
     """
     config = get_config(name, "embedder")
     model = build_embedder(config)
@@ -163,4 +175,8 @@ def load_embedder(name: str | None = None, device: str | torch.device = "cpu") -
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"converted weights do not fit model {config.name!r}: {exc}") from exc
+    if fuse:
+        from .fuse import fuse_for_inference
+
+        fuse_for_inference(model)
     return model.to(device).eval()

@@ -1,0 +1,179 @@
+"""ONNX export of the networks and an ONNX Runtime backend for the embedding network.
+
+* :func:`export_embedder` writes a registered embedding network (batch norms
+  folded, see :mod:`facespace.models.fuse`) as an ONNX graph with a dynamic
+  batch axis: input ``input`` ``N x 3 x S x S`` float32, already normalised
+  (:func:`facespace.models.preprocess.normalise`), output ``embedding``
+  ``N x D``, L2-normalised.
+* :func:`export_mtcnn` writes P-, R- and O-Net (P-Net with dynamic height and
+  width, R-/O-Net with dynamic batch); inputs are normalised as
+  :func:`facespace.models.mtcnn_nets.normalise` does.
+* :class:`OnnxEmbeddingNetwork` runs an exported embedding graph with ONNX
+  Runtime behind the same call signature as the torch module (tensor in,
+  tensor out), so :class:`facespace.embedding.Embedder` can use either.
+  :func:`load_onnx_embedder` exports the graph on first use into the weight
+  cache (atomic write) and reuses it afterwards.
+
+Needs the ``onnx`` extra (``onnx`` for export checks, ``onnxruntime`` to run).
+Files are written to a temporary name and renamed, so a reader never sees a
+half-written graph.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import FacespaceError
+
+__all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxEmbeddingNetwork",
+           "load_onnx_embedder", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+
+
+class _Embed(nn.Module):
+    """Fixes ``normalize=True`` so the traced graph has one input."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
+
+
+def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path,
+                  input_names: list[str], output_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]], opset: int = DEFAULT_OPSET) -> Path:
+    """Trace ``module`` (eval mode, on CPU) to ONNX at ``path``, atomically; checks the file."""
+    path = Path(path)
+    module = module.to("cpu").eval()
+    tmp = _atomic_target(path)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter
+            torch.onnx.export(module, example, str(tmp), input_names=input_names,
+                              output_names=output_names, dynamic_axes=dynamic_axes,
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        try:
+            import onnx
+        except ImportError:
+            pass
+        else:
+            onnx.checker.check_model(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def export_embedder(name: str | None, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export the registered embedding network ``name`` (BN folded) to ``path``."""
+    from . import load_embedder
+    from ..registry import get_config
+
+    config = get_config(name, "embedder")
+    net = load_embedder(config.name, device="cpu", fuse=True)
+    size = config.input_size
+    example = (torch.zeros(2, 3, size, size),)
+    return export_module(_Embed(net), example, path, ["input"], ["embedding"],
+                         {"input": {0: "batch"}, "embedding": {0: "batch"}}, opset)
+
+
+def export_mtcnn(directory: str | Path, name: str | None = None,
+                 opset: int = DEFAULT_OPSET) -> dict[str, Path]:
+    """Export P-, R- and O-Net of detector ``name`` as ``pnet.onnx`` etc. into ``directory``."""
+    from ..models.mtcnn_nets import load_net
+    from ..weights import weight_paths
+
+    paths = weight_paths(name, kind="detector")
+    directory = Path(directory)
+    specs = {
+        "pnet": ((1, 3, 48, 64), ["regression", "probability"],
+                 {"input": {0: "batch", 2: "height", 3: "width"}, "regression": {0: "batch", 2: "rows", 3: "cols"},
+                  "probability": {0: "batch", 2: "rows", 3: "cols"}}),
+        "rnet": ((2, 3, 24, 24), ["regression", "probability"],
+                 {"input": {0: "batch"}, "regression": {0: "batch"}, "probability": {0: "batch"}}),
+        "onet": ((2, 3, 48, 48), ["regression", "landmarks", "probability"],
+                 {"input": {0: "batch"}, "regression": {0: "batch"}, "landmarks": {0: "batch"},
+                  "probability": {0: "batch"}}),
+    }
+    out = {}
+    for key, (shape, outputs, axes) in specs.items():
+        net = load_net(key, paths[key], "cpu")
+        out[key] = export_module(net, (torch.zeros(shape),), directory / f"{key}.onnx", ["input"], outputs,
+                                 axes, opset)
+    return out
+
+
+class OnnxEmbeddingNetwork:
+    """An exported embedding graph run by ONNX Runtime, called like the torch module.
+
+    ``threads``: ONNX Runtime intra-op threads (default: torch's current
+    ``torch.get_num_threads()``, so one knob governs both backends).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise FacespaceError("the ONNX backend needs onnxruntime: pip install 'facespace[onnx]'") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), options,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.training = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (out,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(out)
+
+    def eval(self) -> "OnnxEmbeddingNetwork":
+        return self
+
+    def __repr__(self) -> str:
+        return f"OnnxEmbeddingNetwork({str(self.path)!r})"
+
+
+def load_onnx_embedder(name: str | None = None, threads: int | None = None,
+                       opset: int = DEFAULT_OPSET) -> OnnxEmbeddingNetwork:
+    """The ONNX Runtime form of embedder ``name``, exported into the weight cache on first use."""
+    from . import onnx_cache_path
+    from ..registry import get_config
+    from ..weights import weight_paths
+
+    config = get_config(name, "embedder")
+    path = onnx_cache_path(config, weight_paths(config.name, "embedder"), opset)
+    if not path.is_file():
+        try:
+            export_embedder(config.name, path, opset)
+        except OSError as exc:  # read-only cache: export to a private temporary file
+            import tempfile
+
+            warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=2)
+            path = export_embedder(config.name, Path(tempfile.mkdtemp()) / path.name, opset)
+    try:
+        return OnnxEmbeddingNetwork(path, threads=threads)
+    except FacespaceError:
+        raise
+    except Exception:  # a corrupt cached file: export again once
+        export_embedder(config.name, path, opset)
+        return OnnxEmbeddingNetwork(path, threads=threads)

@@ -1,0 +1,162 @@
+"""ONNX export and the ONNX Runtime embedding backend against the torch network, on real LFW faces.
+
+Also covers the inference-time batch-norm folding both backends build on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facespace.cli.main import main
+from facespace.embedding import Embedder
+from facespace.errors import WeightsError
+from facespace.models import load_embedder, onnx_cache_path
+from facespace.models.fuse import fuse_for_inference
+from facespace.models.preprocess import normalise
+from facespace.registry import get_config
+from facespace.weights import weight_paths
+
+from conftest import lfw_image
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+TOLERANCE = 1e-4
+MODELS = ["facenet-msceleb-128", "facenet-casia-512"]
+IMAGES = [("Aaron_Peirsol", 1), ("Serena_Williams", 1), ("George_W_Bush", 1), ("Colin_Powell", 2),
+          ("Aaron_Peirsol", 2)]
+
+
+def _weights(name: str):
+    try:
+        return weight_paths(name)
+    except WeightsError as exc:
+        pytest.skip(f"weights for {name} unavailable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def lfw_crops(pipeline) -> np.ndarray:
+    """Margin crops of the detected faces of a few real LFW photos (N x 160 x 160 x 3 uint8)."""
+    crops = []
+    for name, number in IMAGES:
+        image = pipeline.load(lfw_image(name, number))
+        for face in pipeline.detect_arrays([image])[0]:
+            crops.append(pipeline.crop(image, face))
+    assert len(crops) >= len(IMAGES)
+    return np.stack(crops)
+
+
+@pytest.fixture()
+def private_home(tmp_path, monkeypatch):
+    """A FACESPACE_HOME whose weight files (and converted torch states) link to the real cache."""
+    home = tmp_path / "home"
+    for name in MODELS:
+        for path in _weights(name).values():
+            folder = home / "weights" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in path.parent.glob(f"{path.name}*"):
+                if file.suffix in (".h5", ".pb", ".pt"):
+                    (folder / file.name).symlink_to(file.resolve())
+    monkeypatch.setenv("FACESPACE_HOME", str(home))
+    return home
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_network_matches_unfused(name, lfw_crops):
+    _weights(name)
+    plain = load_embedder(name)
+    fused = fuse_for_inference(load_embedder(name))
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    x = normalise(lfw_crops, get_config(name).normalisation)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused(x, normalize=False), plain(x, normalize=False), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_backend_matches_torch_on_lfw_crops(name, lfw_crops, private_home):
+    config = get_config(name)
+    cache = onnx_cache_path(config, weight_paths(name))
+    assert not cache.exists()
+    reference = Embedder(name, backend="torch", batch_size=4).embed_crops(lfw_crops)
+    unfused = load_embedder(name)
+    with torch.inference_mode():
+        plain = unfused(normalise(lfw_crops, config.normalisation)).numpy()
+    onnx_embedder = Embedder(name, backend="onnx", batch_size=4)
+    ours = onnx_embedder.embed_crops(lfw_crops)
+    assert ours.shape == reference.shape == (len(lfw_crops), config.embedding_size)
+    assert np.abs(ours - reference).max() < TOLERANCE
+    assert np.abs(ours - plain).max() < TOLERANCE
+    assert np.abs(reference - plain).max() < TOLERANCE
+    # exported on first use into the weight cache, atomically, and reused afterwards
+    assert cache.is_file() and not list(cache.parent.glob("*.part"))
+    stamp = cache.stat().st_mtime_ns
+    again = Embedder(name, backend="onnx", batch_size=len(lfw_crops)).embed_crops(lfw_crops)
+    assert cache.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again, ours, atol=1e-5, rtol=0)
+
+
+def test_onnx_backend_with_flip_and_pipeline(lfw_crops):
+    torch_flip = Embedder(backend="torch", flip=True).embed_crops(lfw_crops[:3])
+    onnx_flip = Embedder(backend="onnx", flip=True).embed_crops(lfw_crops[:3])
+    assert np.abs(torch_flip - onnx_flip).max() < TOLERANCE
+    from facespace import FacePipeline
+
+    a = FacePipeline(backend="onnx").embed(lfw_image("Serena_Williams", 1))
+    b = FacePipeline(backend="torch").embed(lfw_image("Serena_Williams", 1))
+    assert len(a) == len(b) >= 1
+    for x, y in zip(a, b):
+        assert np.abs(x.embedding - y.embedding).max() < TOLERANCE
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend"):
+        Embedder(backend="tensorrt")
+    with pytest.raises(ValueError, match="CPU"):
+        Embedder(backend="onnx", device="cuda")
+
+
+def test_export_cli_writes_loadable_dynamic_batch_file(tmp_path, capsys, lfw_crops):
+    out = tmp_path / "facenet.onnx"
+    assert main(["export", "onnx", "facenet-msceleb-128", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "max_abs_diff_vs_torch" in report
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = normalise(lfw_crops, "prewhiten")
+    for n in (1, len(x)):
+        (got,) = session.run(None, {"input": x[:n].numpy()})
+        expected = Embedder(batch_size=n).embed_crops(lfw_crops[:n])
+        assert got.shape == (n, 128)
+        assert np.abs(got - expected).max() < TOLERANCE
+
+
+def test_export_cli_mtcnn(tmp_path, capsys):
+    from facespace.models.mtcnn_nets import load_net
+
+    assert main(["export", "onnx", "mtcnn", str(tmp_path / "mtcnn")]) == 0
+    capsys.readouterr()
+    paths = weight_paths("mtcnn", kind="detector")
+    x = torch.randn(1, 3, 75, 61, generator=torch.Generator().manual_seed(0))  # P-Net: any image size
+    session = ort.InferenceSession(str(tmp_path / "mtcnn" / "pnet.onnx"), providers=["CPUExecutionProvider"])
+    reg, prob = session.run(None, {"input": x.numpy()})
+    with torch.inference_mode():
+        treg, tprob = load_net("pnet", paths["pnet"])(x)
+    np.testing.assert_allclose(prob, tprob.numpy(), atol=1e-5)
+    np.testing.assert_allclose(reg, treg.numpy(), atol=1e-5)
+    session = ort.InferenceSession(str(tmp_path / "mtcnn" / "onet.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    outs = session.run(None, {"input": x.numpy()})
+    with torch.inference_mode():
+        expected = load_net("onet", paths["onet"])(x)
+    for got, want in zip(outs, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+
+
+def test_export_cli_unknown_model(tmp_path, capsys):
+    assert main(["export", "onnx", "no-such-model", str(tmp_path / "x.onnx")]) == 1
+    assert "unknown model" in capsys.readouterr().err
