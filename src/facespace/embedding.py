@@ -84,8 +84,12 @@ class Embedder:
         return self.network(batch).float()
 
     @torch.inference_mode()
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embed (N, S, S, 3) uint8 RGB crops; returns (N, D) float32 unit vectors."""
+    def embed_crops(self, crops: np.ndarray, flip: bool | None = None) -> np.ndarray:
+        """Embed (N, S, S, 3) uint8 RGB crops; returns (N, D) float32 unit vectors.
+
+        ``flip`` overrides the embedder's own flip averaging for this call.
+        """
+        flip = self.flip if flip is None else flip
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -98,7 +102,7 @@ class Embedder:
         for start in range(0, len(crops), self.batch_size):
             batch = normalise(crops[start : start + self.batch_size], self.config.normalisation)
             embeddings = self._forward(batch)
-            if self.flip:
+            if flip:
                 embeddings = embeddings + self._forward(torch.flip(batch, dims=[3]))
                 embeddings = torch.nn.functional.normalize(embeddings, dim=1)
             out.append(embeddings.cpu().numpy())

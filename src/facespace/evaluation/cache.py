@@ -178,15 +178,10 @@ def _embedding_descriptor(pipeline) -> dict:
 
 # -- embedding ------------------------------------------------------------------------------
 def _embed_view(embedder, crops: np.ndarray, mirror: bool) -> np.ndarray:
-    """Unit embeddings of crops (or of their mirror images) with the embedder's flip switched off."""
+    """Unit embeddings of crops (or of their mirror images), without the embedder's flip averaging."""
     if mirror:
         crops = np.ascontiguousarray(crops[:, :, ::-1])
-    saved = embedder.flip
-    embedder.flip = False
-    try:
-        return embedder.embed_crops(crops)
-    finally:
-        embedder.flip = saved
+    return embedder.embed_crops(crops, flip=False)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
