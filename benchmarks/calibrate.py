@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     from facespace.evaluation.pairs import find_lfw_layout, read_lfw_pairs
     from facespace.evaluation.protocol import accuracy_at, best_accuracy_threshold
-    from facespace.evaluation.report import pair_distances
+    from facespace.evaluation.scoring import pair_distances
     from facespace.evaluation.cache import embed_paths
     from facespace.pipeline import FacePipeline
 

@@ -22,19 +22,19 @@ from _recognition_common import lfw_embeddings, write_result
 
 
 def main() -> int:
-    from facespace.clustering import bcubed_scores, cluster, pairwise_scores
+    from facespace.clustering import bcubed_scores, cluster, default_threshold, pairwise_scores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--methods", nargs="+",
                         default=["agglomerative", "chinese-whispers", "components", "kmeans", "kmeans-estimated"])
     parser.add_argument("--threshold", type=float, default=None,
-                        help="squared distance (default: the model's verification threshold)")
+                        help="squared distance for every method (default: each method's "
+                             "facespace.clustering.default_threshold for the number of faces)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N people's faces (quick runs)")
     args = parser.parse_args()
 
     paths, labels, emb, detected, pipeline = lfw_embeddings(args.model, limit=args.limit)
-    threshold = args.threshold if args.threshold is not None else pipeline.threshold
     people = len(np.unique(labels))
     runs = []
     for method in args.methods:
@@ -43,6 +43,8 @@ def main() -> int:
             k = people
         elif method == "kmeans-estimated":
             name = "kmeans"
+        threshold = args.threshold if args.threshold is not None else \
+            default_threshold(pipeline.model_name, name, len(emb), pipeline.threshold)
         start = time.perf_counter()
         result = cluster(emb, name, threshold=threshold, k=k)
         seconds = time.perf_counter() - start
@@ -54,7 +56,8 @@ def main() -> int:
               f"BCubed F1 {run['bcubed']['f1']:.4f}  {seconds:.1f}s", flush=True)
     write_result("cluster_lfw.json" if not args.limit else f"cluster_lfw_first{args.limit}.json", {
         "benchmark": "cluster_lfw", "model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id,
-        "faces": int(len(labels)), "people": people, "threshold": threshold, "runs": runs})
+        "faces": int(len(labels)), "people": people, "verification_threshold": pipeline.threshold,
+        "threshold_rule": "given" if args.threshold is not None else "default_threshold", "runs": runs})
     return 0
 
 

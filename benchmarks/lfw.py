@@ -15,6 +15,13 @@ computed it; "cached" where a stage came from an earlier run -- use a fresh
 
     python benchmarks/lfw.py                      # the full matrix (hours on 2 CPU cores)
     python benchmarks/lfw.py --limit-pairs 60 --out /tmp/lfw-smoke   # a quick check
+    python benchmarks/lfw.py --resume --settings facenet-casia-512/margin/on/centred
+
+A setting is MODEL/CROP/FLIP[/SCORING]. SCORING is ``l2`` (the library's
+squared L2 of unit embeddings, the default) or ``centred`` (the training
+folds' mean removed, and with flip the two views concatenated: how
+Sandberg's published numbers were measured; see
+``facespace.evaluation.scoring``).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(list_models("embedder")), help="comma-separated embedders")
     p.add_argument("--aligns", default=",".join(ALIGN_MODES), help="comma-separated crops")
     p.add_argument("--flips", default="off,on", help="comma-separated: off, on")
-    p.add_argument("--settings", help="explicit comma-separated MODEL/ALIGN/FLIP triples, run in this order "
-                                      "(e.g. facenet-msceleb-128/margin/off); overrides --models/--aligns/--flips")
+    p.add_argument("--settings", help="explicit comma-separated MODEL/ALIGN/FLIP[/SCORING] settings, run in "
+                                      "this order (e.g. facenet-msceleb-128/margin/off); overrides "
+                                      "--models/--aligns/--flips")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in OUT/lfw.json and skip those settings")
     p.add_argument("--limit-pairs", type=int, help="only this many pairs (a quick check)")
@@ -86,44 +94,48 @@ def main(argv=None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     aligns = [a.strip() for a in args.aligns.split(",") if a.strip()]
     if args.settings:
-        triples = [t.strip().split("/") for t in args.settings.split(",") if t.strip()]
-        settings = [(m, a, f == "on") for m, a, f in triples]
+        fields = [t.strip().split("/") for t in args.settings.split(",") if t.strip()]
+        bad = [f for f in fields if len(f) not in (3, 4) or (len(f) == 4 and f[3] not in SCORINGS)]
+        if bad:
+            raise SystemExit(f"lfw.py: bad setting {'/'.join(bad[0])!r}: expected MODEL/CROP/on|off[/l2|centred]")
+        settings = [(f[0], f[1], f[2] == "on", f[3] if len(f) == 4 else "l2") for f in fields]
     else:
-        settings = [(m, a, f) for m in models for a in aligns for f in flips]
+        settings = [(m, a, f, "l2") for m in models for a in aligns for f in flips]
     done = set()
     if args.resume and (out / "lfw.json").exists():
         previous = json.loads((out / "lfw.json").read_text())
         if previous["pairs"]["n"] == len(pairs):  # only runs on the same pairs can be kept
             results["runs"] = previous["runs"]
             done = {_setting(r) for r in results["runs"]}
-    all_models = list(dict.fromkeys([m for m, _, _ in settings] + [_setting(r)[0] for r in results["runs"]]))
-    all_aligns = list(dict.fromkeys([a for _, a, _ in settings] + [_setting(r)[1] for r in results["runs"]]))
+    all_models = list(dict.fromkeys([s[0] for s in settings] + [_setting(r)[0] for r in results["runs"]]))
+    all_aligns = list(dict.fromkeys([s[1] for s in settings] + [_setting(r)[1] for r in results["runs"]]))
     for run in results["runs"]:  # curves of kept runs, from their stored ROC points
         if "roc_points" not in run:
             continue
-        model, align, flip = _setting(run)
-        label = f"{model} {align}{' +flip' if flip else ''}"
+        model, align, flip, scoring = _setting(run)
+        label = _label(model, align, flip, scoring)
         curves[label] = (np.array(run["roc_points"]["fpr"]), np.array(run["roc_points"]["tpr"]))
         styles[label] = {"color": palette[(2 * all_aligns.index(align) + flip) % len(palette)],
                          "linestyle": dashes[all_models.index(model) % len(dashes)]}
-    for model, align, flip in settings:
-        if (model, align, flip) in done:
+    for model, align, flip, scoring in settings:
+        if (model, align, flip, scoring) in done:
             continue
         mi, ai = all_models.index(model), all_aligns.index(align)
         pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device,
                                 batch_size=args.batch_size)
+        rule = SCORINGS[scoring](flip)
         result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
-                           cache_root=args.cache_dir)
+                           cache_root=args.cache_dir, scoring=rule)
         stats = result.embeddings.stats
         _learn_costs(cost, stats, model, align)
         row = result.to_dict()
         row.pop("missed_images")
         row["missed_images"] = result.embeddings.missed
-        row["align"], row["flip"] = align, flip
+        row["align"], row["flip"], row["scoring_name"] = align, flip, scoring
         row["images_per_s_standalone"] = _standalone_rate(cost, model, align, flip)
         row["roc_points"] = _thin_roc(result.report.roc)
         results["runs"].append(row)
-        label = f"{model} {align}{' +flip' if flip else ''}"
+        label = _label(model, align, flip, scoring)
         roc = result.report.roc
         curves[label] = (roc.fpr, roc.tpr)
         styles[label] = {"color": palette[(2 * ai + flip) % len(palette)],
@@ -140,8 +152,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def _setting(run: dict) -> tuple[str, str, bool]:
-    return run["preprocessing"]["model"], run["align"], bool(run["flip"])
+#: Named scoring rules for a setting, given whether flip is on.
+SCORINGS = {
+    "l2": lambda flip: _scoring_rule(),
+    "centred": lambda flip: _scoring_rule(flip="concat" if flip else "mean", subtract_mean=True),
+}
+
+
+def _scoring_rule(**kwargs):
+    from facespace.evaluation.scoring import ScoringRule
+
+    return ScoringRule(**kwargs)
+
+
+def _setting(run: dict) -> tuple[str, str, bool, str]:
+    return run["preprocessing"]["model"], run["align"], bool(run["flip"]), run.get("scoring_name", "l2")
+
+
+def _label(model: str, align: str, flip: bool, scoring: str) -> str:
+    return f"{model} {align}{' +flip' if flip else ''}{'' if scoring == 'l2' else ' ' + scoring}"
 
 
 def _thin_roc(roc, points: int = 400) -> dict:
@@ -194,22 +223,23 @@ def _markdown(results: dict) -> str:
         f"{p['n']} pairs of `{Path(p['file']).name}` ({p['folds']} folds, {p['images']} images)"
         + (" — **a subset, not the full protocol**" if p["limited"] else "")
         + f"; accuracy and VAL@FAR={results['far_target']:g} are mean ± std over the folds "
-        "(threshold chosen on the other folds). Squared L2 distance of unit embeddings.",
+        "(threshold chosen on the other folds). Scoring per row (see notes).",
         "",
         f"Machine: {m['cpu']}, {m.get('cpus_usable', m['cpu_count'])} CPU core(s) usable, "
         f"torch {m['torch']} ({m['torch_threads']} threads){', GPU ' + m['cuda'] if m.get('cuda') else ''}, "
         f"Python {m['python']}, {m['platform']}. Started {results['started']}"
         + (f", finished {results['finished']}" if results.get("finished") else "") + ".",
         "",
-        "| model | crop | flip | accuracy % | VAL@FAR % | AUC | EER % | threshold | missed det. | wall s | img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | crop | flip | scoring | accuracy % | VAL@FAR % | AUC | EER % | threshold | missed det. | wall s "
+        "| img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         x = r["metrics"]
         missed = "—" if r["missed_detections"] is None else str(r["missed_detections"])
         rate = r.get("images_per_s_standalone")
         lines.append(
-            f"| {r['model']} | {r['align']} | {'on' if r['flip'] else 'off'} | "
+            f"| {r['model']} | {r['align']} | {'on' if r['flip'] else 'off'} | {r.get('scoring_name', 'l2')} | "
             f"{_pct(x['accuracy'], x['accuracy_std'])} | {_pct(x['val'], x['val_std'])} | "
             f"{x['auc']:.4f} | {100 * x['eer']:.2f} | {x['threshold_mean']:.3f} | {missed} | "
             f"{r['wall_s']:.1f} | {rate if rate is not None else 'cached'} |"
@@ -225,6 +255,9 @@ def _markdown(results: dict) -> str:
         "through the cache). img/s: the setting's stand-alone throughput from per-image stage times "
         "(image decode + detection + embedding, + mirrored embedding with flip); 'cached' where a stage "
         "was computed in an earlier run.",
+        "- scoring: `l2` = squared L2 of the unit embeddings (what the library does); `centred` = the "
+        "training folds' mean embedding removed and, with flip, the two views concatenated (the rule behind "
+        "Sandberg's published figures; needs a dataset mean, so it is an evaluation rule, not the default).",
         "- FaceNet paper (Schroff et al. 2015): 99.63% ± 0.09 aligned, 98.87% ± 0.15 centre crop.",
         "",
     ]

@@ -17,7 +17,7 @@ stem frozen, Adam at a low lr; ``facespace_train.config.FINETUNE_DEFAULTS``)
 unless ``--finetune-*`` options override them.
 
 Results: ``benchmarks/results/train_celeba.json`` and
-``benchmarks/results/train_celeba.png``. Example (the numbers in the docs)::
+``benchmarks/results/train_celeba.png`` (``--out`` names both). Example (the numbers in the docs)::
 
     python benchmarks/train_celeba.py --mode scratch --arch nns2 --input-size 64 \
         --budget-s 180 --threads 1
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         runs = [run_one(args, f"{args.arch}-{args.input_size}px-{m}", full, subset, mining=m)
                 for m in args.minings]
         report["scratch"] = {"budget_s_per_run": args.budget_s, "runs": runs}
-        plot(runs, RESULTS / "train_celeba.png")
+        plot(runs, out_path.with_suffix(".png"))
     if args.mode in ("finetune", "all"):
         report["finetune"] = {"command": command, "hardware": hardware, **finetune(args)}
     out_path.write_text(json.dumps(report, indent=1, default=float))

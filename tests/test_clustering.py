@@ -82,3 +82,25 @@ def test_scores_against_hand_counts():
     assert b["precision"] == pytest.approx((1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5)
     assert b["recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
     assert clustering.pairwise_scores(true, true)["f1"] == 1.0
+
+
+def test_default_threshold_follows_the_number_of_faces():
+    from facespace.gallery.search import Calibration
+    from facespace.registry import get_config
+
+    model = "facenet-msceleb-128"
+    verification = get_config(model).threshold
+    calibration = Calibration.load(model)
+    assert calibration.far_table, "the 128-D model ships a fitted impostor-distance table"
+    graph = [clustering.default_threshold(model, "chinese-whispers", n, verification) for n in (10, 1000, 100_000)]
+    assert graph[0] <= verification
+    assert graph[0] > graph[1] > graph[2]  # more faces, more chances of a false link: a tighter threshold
+    # exactly the distance at which 0.1 false links per face are expected among 1,000 faces
+    assert graph[1] == pytest.approx(calibration.threshold(0.1 / 999))
+    average = clustering.default_threshold(model, "agglomerative", 1000, verification)
+    assert graph[1] < average <= verification  # average linkage tolerates more stray links
+    assert clustering.default_threshold(model, "components", 1, verification) == verification
+    # a model without a fitted table keeps its verification threshold
+    assert clustering.default_threshold("facenet-casia-512", "components", 10_000, 1.2885) == 1.2885
+    with pytest.raises(ValueError, match="unknown clustering method"):
+        clustering.default_threshold(model, "dbscan", 100, verification)

@@ -336,3 +336,21 @@ def test_flip_reuses_detections_and_matches_the_pipeline(lfw_cli_run):
     faces = pipeline.embed(images[0])
     native = min(faces, key=lambda f: np.hypot(*((f.face.box[:2] + f.face.box[2:]) / 2 - 125)))
     assert float(native.embedding @ result.embeddings[2]) > 0.999
+
+
+@needs_lfw
+def test_cli_scoring_rules(lfw_cli_run, capsys):
+    """--subtract-mean and --flip-rule concat on the cached run: reported, and refused without --flip."""
+    from facespace.cli.main import main
+
+    cache, _, (first, _) = lfw_cli_run
+    base = ["evaluate", "lfw", "--root", str(LFW), "--limit-pairs", "20", "--cache-dir", str(cache), "--quiet",
+            "--json"]
+    assert main(base + ["--subtract-mean"]) == 0
+    centred = json.loads(capsys.readouterr().out)
+    assert centred["scoring"] == {"flip": "mean", "subtract_mean": True}
+    assert first["scoring"] == {"flip": "mean", "subtract_mean": False}
+    assert centred["embedding_stats"]["computed"] == {"plain": 0}  # scoring reuses the cached embeddings
+    assert centred["metrics"]["thresholds"] != first["metrics"]["thresholds"]  # distances really changed
+    assert main(base + ["--flip-rule", "concat"]) == 1
+    assert "--flip-rule concat needs --flip" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def lfw_crops(pipeline) -> np.ndarray:
 def private_home(tmp_path, monkeypatch):
     """A FACESPACE_HOME whose weight files (and converted torch states) link to the real cache."""
     home = tmp_path / "home"
-    for name in MODELS:
+    for name in MODELS + ["mtcnn"]:
         for path in _weights(name).values():
             folder = home / "weights" / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -160,3 +160,60 @@ def test_export_cli_mtcnn(tmp_path, capsys):
 def test_export_cli_unknown_model(tmp_path, capsys):
     assert main(["export", "onnx", "no-such-model", str(tmp_path / "x.onnx")]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+# -- int8 ---------------------------------------------------------------------------------------
+INT8_MIN_COSINE = 0.99  # measured ~0.998 on LFW (benchmarks/results/int8.json); float gives 1 - 1e-12
+
+
+def test_int8_backend_is_close_to_float_and_labelled(lfw_crops, private_home):
+    from facespace import FacePipeline
+    from facespace.models.quantize import calibration_file
+
+    assert calibration_file("facenet-msceleb-128").is_file()
+    reference = Embedder(backend="torch").embed_crops(lfw_crops)
+    int8 = Embedder(backend="onnx-int8").embed_crops(lfw_crops)
+    assert int8.shape == reference.shape
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(int8 * reference, axis=1)
+    assert cosine.min() > INT8_MIN_COSINE
+    assert np.abs(int8 - reference).max() > 1e-4  # really quantised: not the float graph
+    # same person closer than different people under int8 too (rows: Peirsol 1, ..., Peirsol 2)
+    same = np.sum((int8[0] - int8[-1]) ** 2)
+    assert all(same < np.sum((int8[0] - other) ** 2) for other in int8[1:-1])
+    # cached in the weight cache, beside the float graph
+    assert list((private_home / "weights").rglob("*-int8-*.onnx"))
+    pipeline = FacePipeline(backend="onnx-int8")
+    assert pipeline.preprocessing["precision"].startswith("int8:")
+    assert "precision" not in FacePipeline(backend="onnx").preprocessing
+
+
+def test_int8_without_calibration_or_for_the_detector_is_refused(tmp_path, capsys):
+    from facespace.errors import FacespaceError
+    from facespace.models.quantize import calibration_file
+
+    with pytest.raises(FacespaceError, match="no int8 calibration"):
+        calibration_file("facenet-casia-512")
+    assert main(["export", "onnx", "mtcnn", str(tmp_path / "m"), "--int8"]) == 1
+    assert "embedders only" in capsys.readouterr().err
+    assert main(["export", "onnx", "facenet-casia-512", str(tmp_path / "x.onnx"), "--int8"]) == 1
+    assert "no int8 calibration" in capsys.readouterr().err
+
+
+def test_onnx_detector_finds_the_same_faces(private_home):
+    import cv2
+
+    from facespace.detection.mtcnn import MTCNN
+    from conftest import DATA
+
+    image = cv2.cvtColor(cv2.imread(str(DATA / "photos" / "dlib_faces" / "bald_guys.jpg")), cv2.COLOR_BGR2RGB)
+    reference = MTCNN.pretrained().detect_one(image)
+    onnx_found = MTCNN.pretrained(backend="onnx").detect_one(image)
+    assert len(reference.boxes) >= 3
+    assert len(onnx_found.boxes) == len(reference.boxes)
+    np.testing.assert_allclose(onnx_found.boxes, reference.boxes, atol=1e-2)
+    np.testing.assert_allclose(onnx_found.landmarks, reference.landmarks, atol=1e-2)
+    np.testing.assert_allclose(onnx_found.scores, reference.scores, atol=1e-4)
+    assert list((private_home / "weights").rglob("onnx-opset*/pnet.onnx"))
+    with pytest.raises(ValueError, match="detector backend"):
+        MTCNN.pretrained(backend="tensorrt")

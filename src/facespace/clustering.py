@@ -11,7 +11,11 @@ Three families, all on squared L2 distance between unit embeddings:
   :func:`connected_components`.
 
 :func:`cluster` dispatches by name; labels are renumbered so cluster 0 is the
-largest. :func:`pairwise_scores` and :func:`bcubed_scores` measure a
+largest. :func:`default_threshold` chooses a method's threshold for a given
+number of faces from the model's impostor-distance calibration: a threshold
+that is right for comparing two faces (the verification threshold) links
+every face to several strangers once there are thousands of faces, and
+chaining methods then merge everyone. :func:`pairwise_scores` and :func:`bcubed_scores` measure a
 clustering against true labels.
 """
 
@@ -23,6 +27,13 @@ import numpy as np
 
 METHODS = ("agglomerative", "kmeans", "chinese-whispers", "components")
 LINKAGES = ("average", "complete", "single")
+
+#: Expected number of false links (pairs of different people within the threshold) per face that
+#: each method tolerates when :func:`default_threshold` picks its threshold. A chaining method joins
+#: two people through a single false link; average linkage needs the mean distance of two clusters
+#: under the threshold, so single stray links do not merge them. k-means uses the threshold only to
+#: estimate k with Chinese whispers. Chosen on LFW (benchmarks/results/cluster_lfw.json).
+FALSE_LINKS_PER_FACE = {"agglomerative": 1.0, "chinese-whispers": 0.1, "components": 0.1, "kmeans": 0.1}
 
 
 @dataclass
@@ -232,6 +243,25 @@ def chinese_whispers(embeddings: np.ndarray, threshold: float, iterations: int =
 
 
 # -- dispatch ----------------------------------------------------------------------
+def default_threshold(model: str, method: str, n_faces: int, verification_threshold: float) -> float:
+    """The squared-distance threshold for clustering ``n_faces`` faces of ``model`` with ``method``.
+
+    The distance at which a face is expected to have ``FALSE_LINKS_PER_FACE[method]`` false links
+    among the other faces (a per-comparison false-accept rate of links / (n - 1)), read from the
+    model's impostor-distance calibration (:class:`facespace.gallery.Calibration`); never above
+    the verification threshold. Without a calibrated FAR table, the verification threshold.
+    """
+    from .gallery.search import Calibration
+
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
+    calibration = Calibration.load(model, threshold=verification_threshold)
+    if not calibration.far_table or n_faces < 2:
+        return float(verification_threshold)
+    far = min(FALSE_LINKS_PER_FACE[method] / (n_faces - 1), 0.5)
+    return float(min(calibration.threshold(far), verification_threshold))
+
+
 def cluster(embeddings: np.ndarray, method: str = "agglomerative", threshold: float | None = None,
             k: int | None = None, linkage: str = "average", seed: int = 0) -> Clustering:
     """Cluster embeddings by ``method`` (one of :data:`METHODS`).

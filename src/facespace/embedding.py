@@ -9,8 +9,7 @@ from .models import load_embedder
 from .models.preprocess import normalise
 from .registry import PretrainedConfig, get_config
 from .threads import apply_thread_default
-
-BACKENDS = ("torch", "onnx")
+from .types import BACKENDS
 
 
 class Embedder:
@@ -23,7 +22,8 @@ class Embedder:
     convolutions (same outputs to ~1e-6) and, on CPU, in channels-last memory
     layout. ``backend="onnx"`` runs the same network with ONNX Runtime instead
     (CPU only; exported into the weight cache on first use; needs the ``onnx``
-    extra). ``half`` runs the network in float16; the default is True on CUDA
+    extra); ``backend="onnx-int8"`` runs its int8-quantised form
+    (:mod:`facespace.models.quantize`). ``half`` runs the network in float16; the default is True on CUDA
     (embeddings then differ by ~1e-3 from float32) and False elsewhere.
     """
 
@@ -33,8 +33,8 @@ class Embedder:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.config: PretrainedConfig = get_config(model, "embedder")
         self.device = torch.device(device)
-        if backend == "onnx" and self.device.type != "cpu":
-            raise ValueError("backend='onnx' runs on the CPU; use backend='torch' for other devices")
+        if backend != "torch" and self.device.type != "cpu":
+            raise ValueError(f"backend={backend!r} runs on the CPU; use backend='torch' for other devices")
         self.batch_size = batch_size
         self.flip = flip
         self.backend = backend
@@ -50,6 +50,10 @@ class Embedder:
                 from .models.onnx_backend import load_onnx_embedder
 
                 self._network = load_onnx_embedder(self.config.name)
+            elif self.backend == "onnx-int8":
+                from .models.quantize import load_int8_embedder
+
+                self._network = load_int8_embedder(self.config.name)
             else:
                 net = load_embedder(self.config.name, device=str(self.device), fuse=True)
                 if self.device.type == "cpu":
@@ -72,7 +76,7 @@ class Embedder:
         return self.config.embedding_size
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.backend == "onnx":
+        if self.backend != "torch":
             return self.network(batch)
         batch = batch.to(self.device, non_blocking=True)
         if self.device.type == "cpu":

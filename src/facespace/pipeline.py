@@ -24,11 +24,13 @@ from .types import EmbeddedFace, Face, ImageResult, Verification
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor."""
+    """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor,
+    and the runtime of its networks ("torch" or "onnx": ONNX Runtime on the CPU, same detections)."""
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
+    backend: str = "torch"
 
 
 def central_face_index(boxes: np.ndarray, image_shape: Sequence[int]) -> int | None:
@@ -62,8 +64,9 @@ class FacePipeline:
     best measured on LFW. ``fallback="centre"`` embeds the centre crop
     of an image in which no face was found instead of reporting no face.
     ``backend`` runs the embedding network with ``"torch"`` (any device; float16
-    batches on CUDA) or ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
-    within 1e-4). Detection (MTCNN) always runs in torch on ``device``.
+    batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
+    within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
+    its embeddings are labelled ``precision=int8:<id>``). Detection (MTCNN) always runs in torch on ``device``.
     """
 
     def __init__(
@@ -119,6 +122,10 @@ class FacePipeline:
             out["template"] = alignment.template_id()
         if self.align == "centre" or self.fallback == "centre":
             out["centre_fraction"] = self.centre_fraction
+        if self.embedder.backend == "onnx-int8":
+            from .models.quantize import int8_id
+
+            out["precision"] = f"int8:{int8_id(self.model_name)}"
         return out
 
     @property
@@ -131,7 +138,7 @@ class FacePipeline:
         if self._detector is None:
             s = self.detector_settings
             self._detector = MTCNN.pretrained(device=self._device, min_face_size=s.min_face_size,
-                                              thresholds=s.thresholds, factor=s.factor)
+                                              thresholds=s.thresholds, factor=s.factor, backend=s.backend)
         return self._detector
 
     def load(self, image: ImageInput) -> np.ndarray:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..clustering import LINKAGES, METHODS, cluster
+from ..clustering import LINKAGES, METHODS, cluster, default_threshold
 from ..errors import FacespaceError
 from .common import add_pipeline_options, pipeline_from_args
 
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT", help="output folder for clusters.json and index.html")
     p.add_argument("--method", choices=METHODS, default="agglomerative", help="default: agglomerative")
     p.add_argument("--threshold", type=float, default=None,
-                   help="squared-distance threshold (default: the model's verification threshold)")
+                   help="squared-distance threshold (default: chosen for the number of faces and the method "
+                        "from the model's calibration, at most its verification threshold)")
     p.add_argument("--k", type=int, default=None, help="clusters for k-means (default: estimated)")
     p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative linkage")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,7 +74,8 @@ def run_cluster(args: argparse.Namespace) -> int:
             faces.append({"face": number, "image": str(path), "href": _href(path, out), "thumbnail": thumb,
                           **face.face.to_dict()})
             embeddings.append(face.embedding)
-    threshold = args.threshold if args.threshold is not None else pipeline.threshold
+    threshold = args.threshold if args.threshold is not None else \
+        default_threshold(pipeline.model_name, args.method, len(embeddings), pipeline.threshold)
     vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.embedder.dim), np.float32)
     result = cluster(vectors, args.method, threshold=threshold, k=args.k, linkage=args.linkage)
     clusters = [{"cluster": i, "size": int(len(members)), "faces": [faces[j] for j in members]}

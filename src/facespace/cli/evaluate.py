@@ -44,6 +44,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", help="embedding cache (default: $FACESPACE_HOME/embeddings)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scoring = parser.add_argument_group("scoring (how published FaceNet numbers were measured)")
+    scoring.add_argument("--flip-rule", choices=("mean", "concat"), default="mean",
+                         help="with --flip: average the two views (default, what the library does) or "
+                              "concatenate them")
+    scoring.add_argument("--subtract-mean", action="store_true",
+                         help="remove the training folds' mean embedding before the distance (cosine of "
+                              "centred embeddings)")
     add_pipeline_options(parser)
 
 
@@ -77,9 +84,13 @@ def run_pairs_command(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, pairs) -> int:
     from ..evaluation.pairs import DatasetError
     from ..evaluation.report import run_pairs, write_report
+    from ..evaluation.scoring import ScoringRule
 
     if not 0 < args.far < 1:
         raise DatasetError(f"--far must lie between 0 and 1, got {args.far}")
+    if args.flip_rule == "concat" and not args.flip:
+        raise DatasetError("--flip-rule concat needs --flip")
+    scoring = ScoringRule(flip=args.flip_rule, subtract_mean=args.subtract_mean)
     if args.limit_pairs:
         pairs = pairs.limit(args.limit_pairs)
     if pairs.n_folds < 2:
@@ -87,7 +98,7 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
     pairs.check_files()
     pipeline = pipeline_from_args(args)
     result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
-                       cache=not args.no_cache, cache_root=args.cache_dir)
+                       cache=not args.no_cache, cache_root=args.cache_dir, scoring=scoring)
     written = write_report(result, args.out) if args.out else {}
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -93,10 +93,20 @@ class MTCNN:
 
     @classmethod
     def pretrained(cls, name: str | None = None, device: str | torch.device = "cpu",
-                   **params) -> "MTCNN":
-        """The registry's detector ``name`` (default: the registry's default detector)."""
+                   backend: str = "torch", **params) -> "MTCNN":
+        """The registry's detector ``name`` (default: the registry's default detector).
+
+        ``backend="onnx"`` runs the three networks with ONNX Runtime on the CPU
+        (exported into the weight cache on first use; same detections).
+        """
         from ..weights import weight_paths
 
+        if backend == "onnx":
+            from ..models.onnx_backend import load_onnx_mtcnn
+
+            return cls(*load_onnx_mtcnn(name), device=device, **params)
+        if backend != "torch":
+            raise ValueError(f"unknown detector backend {backend!r}; choose 'torch' or 'onnx'")
         return cls.from_files(weight_paths(name, kind="detector"), device=device, **params)
 
     # ------------------------------------------------------------------ API

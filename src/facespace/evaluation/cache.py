@@ -80,6 +80,9 @@ class EmbeddingSet:
     detection_used: bool = True
     #: Counts and seconds: images, cached / computed per stage, time per stage.
     stats: dict = field(default_factory=dict)
+    #: The unit embedding of each view ("plain", and "mirror" when flip is on) before averaging,
+    #: for scoring rules that combine the views differently (see :mod:`.scoring`).
+    views: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -318,11 +321,12 @@ def embed_paths(
 
     plain = np.stack([known["plain"][k]["vector"][0] for k in path_keys]) if paths else \
         np.zeros((0, pipeline.embedder.dim), np.float32)
+    view_vectors = {"plain": plain.astype(np.float32)}
     if "mirror" in views and paths:
-        mirror = np.stack([known["mirror"][k]["vector"][0] for k in path_keys])
-        embeddings = _normalise(plain + mirror)
+        view_vectors["mirror"] = np.stack([known["mirror"][k]["vector"][0] for k in path_keys]).astype(np.float32)
+        embeddings = _normalise(plain + view_vectors["mirror"])
     else:
-        embeddings = plain.astype(np.float32)
+        embeddings = view_vectors["plain"]
     detected = np.array([bool(known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)
     stats["computed"] = computed
     stats["detections_computed"] = detections_computed
@@ -331,4 +335,5 @@ def embed_paths(
     preprocessing = {**descriptor["preprocessing"], "flip": pipeline.embedder.flip,
                      "face": descriptor["face"], "fallback": descriptor["fallback"]}
     return EmbeddingSet(paths=paths, embeddings=embeddings, detected=detected,
-                        preprocessing=preprocessing, detection_used=use_detector, stats=stats)
+                        preprocessing=preprocessing, detection_used=use_detector, stats=stats,
+                        views=view_vectors)

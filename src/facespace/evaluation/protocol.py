@@ -263,8 +263,14 @@ def _jsonable(value):
     return value
 
 
-def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3) -> PairsReport:
-    """Run the cross-validated protocol; ``folds`` gives each pair's fold id (at least two folds)."""
+def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3, fold_distances=None) -> PairsReport:
+    """Run the cross-validated protocol; ``folds`` gives each pair's fold id (at least two folds).
+
+    ``fold_distances`` (optional, shape ``(n_folds, n_pairs)``, folds in
+    sorted id order) gives distances that depend on training statistics:
+    row ``k`` is used to choose and apply fold ``k``'s thresholds, while
+    ``distances`` still gives the ROC, AUC and EER.
+    """
     d, y = _check(distances, labels)
     f = np.asarray(folds).reshape(-1)
     if len(f) != len(d):
@@ -272,10 +278,19 @@ def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3) -> PairsR
     fold_ids = np.unique(f)
     if len(fold_ids) < 2:
         raise ValueError("the protocol needs at least two folds")
+    if fold_distances is not None:
+        fold_distances = np.asarray(fold_distances, dtype=np.float64)
+        if fold_distances.shape != (len(fold_ids), len(d)):
+            raise ValueError(f"fold_distances must have shape {(len(fold_ids), len(d))}, "
+                             f"got {fold_distances.shape}")
+        for row in fold_distances:
+            _check(row, y)
     accs, thresholds, vals, fars, val_thresholds = [], [], [], [], []
-    for k in fold_ids:
+    for i, k in enumerate(fold_ids):
         test = f == k
         train = ~test
+        if fold_distances is not None:
+            d = fold_distances[i]
         threshold, _ = best_accuracy_threshold(d[train], y[train])
         thresholds.append(threshold)
         accs.append(accuracy_at(d[test], y[test], threshold))
@@ -284,6 +299,7 @@ def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3) -> PairsR
         val, far = val_far_at(d[test], y[test], t_far) if np.isfinite(t_far) else (np.nan, np.nan)
         vals.append(val)
         fars.append(far)
+    d, _ = _check(distances, labels)
     eer, eer_threshold = equal_error_rate(d, y)
     return PairsReport(
         n_pairs=len(d),

@@ -16,20 +16,12 @@ from typing import Mapping
 
 import numpy as np
 
-from ..comparison import squared_distance
 from .cache import EmbeddingSet, embed_paths
 from .pairs import PairSet
 from .protocol import PairsReport, evaluate_pairs
+from .scoring import ScoringRule, scored_distances
 
-__all__ = ["EvaluationResult", "machine_info", "pair_distances", "plot_roc", "run_pairs", "write_report"]
-
-
-def pair_distances(embeddings: EmbeddingSet, pairs: PairSet) -> np.ndarray:
-    """Squared L2 distance of each pair's two embeddings."""
-    where = embeddings.index()
-    a = embeddings.embeddings[[where[p] for p in pairs.first]]
-    b = embeddings.embeddings[[where[p] for p in pairs.second]]
-    return squared_distance(a, b).astype(np.float64)
+__all__ = ["EvaluationResult", "machine_info", "plot_roc", "run_pairs", "write_report"]
 
 
 @dataclass
@@ -42,6 +34,7 @@ class EvaluationResult:
     distances: np.ndarray
     wall_s: float
     info: dict = field(default_factory=dict)
+    scoring: ScoringRule = ScoringRule()
 
     @property
     def missed_pairs(self) -> int:
@@ -59,6 +52,7 @@ class EvaluationResult:
             "pairs": {"file": self.pairs.source, "n": len(self.pairs), "folds": self.pairs.n_folds,
                       "folds_origin": self.pairs.folds_origin},
             "preprocessing": emb.preprocessing,
+            "scoring": self.scoring.to_dict(),
             "images": len(emb),
             "missed_detections": len(missed) if emb.detection_used else None,
             "missed_images": missed,
@@ -74,7 +68,9 @@ class EvaluationResult:
         lines = [
             f"{emb.preprocessing.get('model')} align={emb.preprocessing.get('align')} "
             f"flip={'on' if emb.preprocessing.get('flip') else 'off'}: {len(self.pairs)} pairs, "
-            f"{self.pairs.n_folds} folds, {len(emb)} images",
+            f"{self.pairs.n_folds} folds, {len(emb)} images"
+            + ("" if self.scoring.is_default else
+               f", scoring flip={self.scoring.flip} subtract_mean={self.scoring.subtract_mean}"),
             "  " + self.report.summary(),
         ]
         if emb.detection_used:
@@ -94,16 +90,20 @@ def run_pairs(
     progress: bool = True,
     cache: bool = True,
     cache_root: str | os.PathLike | None = None,
+    scoring: ScoringRule = ScoringRule(),
 ) -> EvaluationResult:
-    """Embed every image of ``pairs`` (cached) and run the fold protocol."""
+    """Embed every image of ``pairs`` (cached) and run the fold protocol under ``scoring``."""
+    if scoring.flip == "concat" and not pipeline.embedder.flip:
+        raise ValueError("the concat flip rule needs a pipeline with flip on")
     start = time.perf_counter()
     embeddings = embed_paths(pipeline, pairs.paths(), progress=progress, cache=cache, cache_root=cache_root)
-    distances = pair_distances(embeddings, pairs)
+    distances, fold_distances = scored_distances(embeddings, pairs, scoring)
     wall = time.perf_counter() - start
-    report = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target)
+    report = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target,
+                            fold_distances=fold_distances)
     return EvaluationResult(report=report, pairs=pairs, embeddings=embeddings, distances=distances,
-                            wall_s=wall, info={"model": pipeline.model_name,
-                                               "preprocessing_id": pipeline.preprocessing_id})
+                            wall_s=wall, scoring=scoring,
+                            info={"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id})
 
 
 def machine_info() -> dict:

@@ -202,11 +202,14 @@ class FaissIndex:
     ``ivf-pq``: inverted lists + product quantisation (``code_bytes`` a face, at
     most D/2, in 8-bit sub-quantisers);
     ``hnsw`` / ``hnsw-sq8``: HNSW graph over float / 8-bit codes; ``ivf-flat``.
-    ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall.
+    ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall. Defaults from
+    ``benchmarks/search_scale.py`` on 1M face-like vectors, one thread: ivf-sq8 with
+    nprobe 128 finds the exact nearest neighbour for 96.4% of queries in 0.9 ms (32: 89.8%,
+    0.26 ms; exact search 27 ms); hnsw-sq8 with ef_search 256 84.2% in 0.5 ms.
     """
 
     def __init__(self, vectors: np.ndarray, kind: str = "ivf-sq8", code_bytes: int = 128,
-                 nlist: int | None = None, nprobe: int = 32, hnsw_m: int = 32, ef_search: int = 64,
+                 nlist: int | None = None, nprobe: int = 128, hnsw_m: int = 32, ef_search: int = 256,
                  train_size: int = 100_000, seed: int = 0) -> None:
         try:
             import faiss

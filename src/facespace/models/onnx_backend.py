@@ -8,11 +8,12 @@
 * :func:`export_mtcnn` writes P-, R- and O-Net (P-Net with dynamic height and
   width, R-/O-Net with dynamic batch); inputs are normalised as
   :func:`facespace.models.mtcnn_nets.normalise` does.
-* :class:`OnnxEmbeddingNetwork` runs an exported embedding graph with ONNX
-  Runtime behind the same call signature as the torch module (tensor in,
-  tensor out), so :class:`facespace.embedding.Embedder` can use either.
-  :func:`load_onnx_embedder` exports the graph on first use into the weight
-  cache (atomic write) and reuses it afterwards.
+* :class:`OnnxNetwork` runs an exported graph with ONNX Runtime behind the
+  same call signature as the torch module (tensor in; a tensor out, or a
+  tuple for several outputs), so :class:`facespace.embedding.Embedder` and
+  :class:`facespace.detection.MTCNN` can use either.
+  :func:`load_onnx_embedder` and :func:`load_onnx_mtcnn` export the graphs on
+  first use into the weight cache (atomic writes) and reuse them afterwards.
 
 Needs the ``onnx`` extra (``onnx`` for export checks, ``onnxruntime`` to run).
 Files are written to a temporary name and renamed, so a reader never sees a
@@ -31,8 +32,8 @@ from torch import nn
 
 from ..errors import FacespaceError
 
-__all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxEmbeddingNetwork",
-           "load_onnx_embedder", "DEFAULT_OPSET"]
+__all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxNetwork",
+           "load_onnx_embedder", "load_onnx_mtcnn", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 
@@ -118,8 +119,8 @@ def export_mtcnn(directory: str | Path, name: str | None = None,
     return out
 
 
-class OnnxEmbeddingNetwork:
-    """An exported embedding graph run by ONNX Runtime, called like the torch module.
+class OnnxNetwork:
+    """An exported graph run by ONNX Runtime, called like the torch module it came from.
 
     ``threads``: ONNX Runtime intra-op threads (default: torch's current
     ``torch.get_num_threads()``, so one knob governs both backends).
@@ -141,20 +142,25 @@ class OnnxEmbeddingNetwork:
         self.input_name = self.session.get_inputs()[0].name
         self.training = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (out,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(out)
+        outs = tuple(torch.from_numpy(o) for o in self.session.run(None, {self.input_name: array}))
+        return outs[0] if len(outs) == 1 else outs
 
-    def eval(self) -> "OnnxEmbeddingNetwork":
+    def eval(self) -> "OnnxNetwork":
+        return self
+
+    def to(self, device=None, *args, **kwargs) -> "OnnxNetwork":
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError("ONNX Runtime networks run on the CPU")
         return self
 
     def __repr__(self) -> str:
-        return f"OnnxEmbeddingNetwork({str(self.path)!r})"
+        return f"OnnxNetwork({str(self.path)!r})"
 
 
 def load_onnx_embedder(name: str | None = None, threads: int | None = None,
-                       opset: int = DEFAULT_OPSET) -> OnnxEmbeddingNetwork:
+                       opset: int = DEFAULT_OPSET) -> OnnxNetwork:
     """The ONNX Runtime form of embedder ``name``, exported into the weight cache on first use."""
     from . import onnx_cache_path
     from ..registry import get_config
@@ -171,9 +177,23 @@ def load_onnx_embedder(name: str | None = None, threads: int | None = None,
             warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=2)
             path = export_embedder(config.name, Path(tempfile.mkdtemp()) / path.name, opset)
     try:
-        return OnnxEmbeddingNetwork(path, threads=threads)
+        return OnnxNetwork(path, threads=threads)
     except FacespaceError:
         raise
     except Exception:  # a corrupt cached file: export again once
         export_embedder(config.name, path, opset)
-        return OnnxEmbeddingNetwork(path, threads=threads)
+        return OnnxNetwork(path, threads=threads)
+
+
+def load_onnx_mtcnn(name: str | None = None, threads: int | None = None,
+                    opset: int = DEFAULT_OPSET) -> list[OnnxNetwork]:
+    """P-, R- and O-Net of detector ``name`` run by ONNX Runtime, exported into the weight cache
+    (beside the torch weights) on first use."""
+    from ..weights import weight_paths
+
+    paths = weight_paths(name, kind="detector")
+    folder = paths["pnet"].parent / f"onnx-opset{opset}"
+    keys = ("pnet", "rnet", "onet")
+    if not all((folder / f"{key}.onnx").is_file() for key in keys):
+        export_mtcnn(folder, name, opset)
+    return [OnnxNetwork(folder / f"{key}.onnx", threads=threads) for key in keys]

@@ -284,7 +284,7 @@ def create_app(
                          method: str = Form("agglomerative"),
                          threshold: float | None = Form(None, ge=0, le=4),
                          k: int | None = Form(None, ge=1)) -> dict:
-        from ..clustering import METHODS, cluster
+        from ..clustering import METHODS, cluster, default_threshold
 
         if method not in METHODS:
             raise ApiError(422, "invalid_request", f"method must be one of {', '.join(METHODS)}")
@@ -298,7 +298,7 @@ def create_app(
                 faces.append({"image": i, "filename": images[i].filename, **f.face.to_dict()})
                 vectors.append(f.embedding)
         p = state.pipeline()
-        t = p.threshold if threshold is None else threshold
+        t = default_threshold(p.model_name, method, len(vectors), p.threshold) if threshold is None else threshold
         dim = p.embedder.dim
         clustering = cluster(np.stack(vectors) if vectors else np.zeros((0, dim), np.float32), method,
                              threshold=t, k=k)

@@ -1,0 +1,138 @@
+"""int8 quantisation of an embedder: calibrate, then check LFW accuracy and speed against float.
+
+    python benchmarks/int8.py --calibrate        # measure ranges, write src/facespace/data/int8/<model>.json
+    python benchmarks/int8.py                    # LFW view 2 + speed, write benchmarks/results/int8.json
+
+Calibration: the registered crop of every ``--stride``-th image of
+``../shared/data/celeba-299`` (identities disjoint from LFW), min/max
+activation ranges (``facespace.models.quantize.measure_ranges``).
+
+Check: the LFW 10-fold protocol on all 6,000 pairs with the torch backend
+(float) and the ``onnx-int8`` backend, same detections and crops (the
+evaluation cache); the largest embedding difference and the smallest cosine
+between the two on the LFW crops; faces/s at batch 32 and batch 1 for torch,
+ONNX float and ONNX int8 at ``--threads``. The library's rule: int8 is adopted
+only where LFW accuracy drops by at most 0.1 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent / ".." / "shared" / "data"
+RANGES_DIR = HERE.parent / "src" / "facespace" / "data" / "int8"
+
+
+def face_crops(pipeline, paths) -> np.ndarray:
+    """The pipeline's crop of the face nearest each image's centre (images without a face skipped)."""
+    from facespace.pipeline import central_face_index
+    from facespace.types import Face
+
+    crops = []
+    for path in paths:
+        image = pipeline.load(path)
+        found = pipeline.detector.detect([image])[0]
+        i = central_face_index(found.boxes, image.shape)
+        if i is not None:
+            face = Face(box=found.boxes[i], score=float(found.scores[i]), landmarks=found.landmarks[i])
+            crops.append(pipeline.crop(image, face))
+    return np.stack(crops)
+
+
+def calibrate(model: str, stride: int, batch: int) -> Path:
+    from facespace import FacePipeline
+    from facespace.models.onnx_backend import export_embedder
+    from facespace.models.preprocess import normalise
+    from facespace.models.quantize import measure_ranges
+    import tempfile
+
+    pipeline = FacePipeline(model=model)
+    images = sorted((DATA / "celeba-299" / "faces").rglob("*.jpg"))[::stride]
+    crops = face_crops(pipeline, images)
+    crops = crops[: len(crops) // batch * batch]
+    x = normalise(crops, pipeline.embedder.config.normalisation).numpy()
+    RANGES_DIR.mkdir(parents=True, exist_ok=True)
+    out = RANGES_DIR / f"{pipeline.model_name}.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = export_embedder(pipeline.model_name, Path(tmp) / "float.onnx")
+        measure_ranges(float_path, (x[i:i + batch] for i in range(0, len(x), batch)), out)
+    print(f"calibrated on {len(crops)} celeba-299 crops -> {out}")
+    return out
+
+
+def rate(embedder, crops: np.ndarray, batch: int, repeats: int) -> float:
+    """Median faces/s over ``repeats`` timed passes (after one warm-up) of ``crops`` in batches."""
+    embedder.batch_size = batch
+    embedder.embed_crops(crops[:batch])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        embedder.embed_crops(crops)
+        times.append(time.perf_counter() - start)
+    return round(len(crops) / float(np.median(times)), 2)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="facenet-msceleb-128")
+    p.add_argument("--calibrate", action="store_true", help="measure and store the activation ranges first")
+    p.add_argument("--stride", type=int, default=24, help="calibrate on every N-th celeba-299 image")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads for the speed check")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=str(HERE / "results" / "int8.json"))
+    args = p.parse_args(argv)
+
+    import torch
+
+    from facespace import FacePipeline
+    from facespace.embedding import Embedder
+    from facespace.evaluation.pairs import find_lfw_layout, read_lfw_pairs
+    from facespace.evaluation.report import machine_info, run_pairs
+
+    if args.calibrate:
+        calibrate(args.model, args.stride, batch=16)
+    torch.set_num_threads(args.threads)
+    images_dir, pairs_file = find_lfw_layout(DATA / "lfw")
+    pairs = read_lfw_pairs(pairs_file, images_dir)
+    result = {"benchmark": "int8 quantisation", "model": args.model, "machine": machine_info(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lfw": {}}
+    embedded = {}
+    for backend in ("torch", "onnx-int8"):
+        pipeline = FacePipeline(model=args.model, backend=backend)
+        run = run_pairs(pipeline, pairs, progress=False)
+        embedded[backend] = run.embeddings.embeddings
+        m = run.report
+        result["lfw"][backend] = {"accuracy": m.accuracy, "accuracy_std": m.accuracy_std, "val": m.val,
+                                  "auc": m.auc, "preprocessing_id": pipeline.preprocessing_id}
+        print(f"{backend}: {m.summary()}", flush=True)
+    a, b = embedded["torch"], embedded["onnx-int8"]
+    cos = np.sum(a * b, axis=1)
+    drop = 100 * (result["lfw"]["torch"]["accuracy"] - result["lfw"]["onnx-int8"]["accuracy"])
+    result["agreement"] = {"images": len(a), "max_abs_diff": float(np.abs(a - b).max()),
+                           "min_cosine": float(cos.min()), "median_cosine": float(np.median(cos))}
+    result["accuracy_drop_points"] = round(drop, 3)
+    result["adoptable"] = bool(drop <= 0.1)
+
+    pipeline = FacePipeline(model=args.model)
+    crops = face_crops(pipeline, pairs.paths()[:64])
+    result["speed"] = {"threads": args.threads, "faces": len(crops)}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        embedder = Embedder(args.model, backend=backend)
+        result["speed"][backend] = {f"batch{bs}": rate(embedder, crops, bs, args.repeats) for bs in (32, 1)}
+        print(backend, result["speed"][backend], flush=True)
+    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"LFW drop {drop:.2f} points; min cosine {cos.min():.4f}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
