@@ -18,7 +18,7 @@ from facespace.models.preprocess import normalise
 from facespace.registry import get_config
 from facespace.weights import weight_paths
 
-from conftest import lfw_image
+from conftest import DATA, lfw_image
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -204,7 +204,6 @@ def test_onnx_detector_finds_the_same_faces(private_home):
     import cv2
 
     from facespace.detection.mtcnn import MTCNN
-    from conftest import DATA
 
     image = cv2.cvtColor(cv2.imread(str(DATA / "photos" / "dlib_faces" / "bald_guys.jpg")), cv2.COLOR_BGR2RGB)
     reference = MTCNN.pretrained().detect_one(image)

@@ -49,6 +49,30 @@ def test_batch_reports_bad_items_and_goes_on(pipeline, bad_inputs):
     assert np.allclose(results[3].faces[0].embedding, alone.faces[0].embedding, atol=1e-5)
 
 
+def test_stream_across_chunks_keeps_order_and_errors(pipeline, bad_inputs):
+    """Loading runs a chunk ahead in a thread: order, errors and laziness are kept."""
+    inputs = [SAME[0], bad_inputs["missing"], SAME[1], DIFFERENT[1], bad_inputs["truncated"]]
+    pulled = []
+
+    def lazily():
+        for item in inputs:
+            pulled.append(item)
+            yield item
+
+    stream = pipeline.iter_embed_images(lazily(), chunk=2)
+    first = next(stream)
+    assert first.ok and len(pulled) <= 4  # at most the current and the next chunk were read
+    rest = list(stream)
+    assert [r.ok for r in [first, *rest]] == [True, False, True, True, False]
+    assert [r.source for r in [first, *rest]] == [str(p) for p in inputs]
+    whole = pipeline.embed_images(inputs, chunk=16)
+    assert np.allclose(rest[2].faces[0].embedding, whole[3].faces[0].embedding, atol=1e-5)
+    with pytest.raises(ImageLoadError):
+        list(pipeline.iter_embed_images(inputs, chunk=2, on_error="raise"))
+    with pytest.raises(ValueError, match="chunk"):
+        list(pipeline.iter_embed_images(inputs, chunk=0))
+
+
 def test_api_raises_specific_errors(pipeline, bad_inputs):
     with pytest.raises(ImageLoadError):
         pipeline.embed(bad_inputs["text"])

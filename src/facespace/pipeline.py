@@ -8,6 +8,8 @@ can be checked for compatibility later.
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -199,34 +201,42 @@ class FacePipeline:
     ) -> Iterator[ImageResult]:
         """Embed all faces of many images, batching detection and embedding, as a stream.
 
-        With ``on_error="report"`` a bad item becomes an :class:`ImageResult`
-        carrying its error and the rest go on; ``"raise"`` stops at the first.
+        While one chunk is detected and embedded, a background thread decodes
+        the next (image decoding releases the GIL), so reading files overlaps
+        with the networks. With ``on_error="report"`` a bad item becomes an
+        :class:`ImageResult` carrying its error and the rest go on; ``"raise"``
+        stops at the first.
         """
         if on_error not in ("report", "raise"):
             raise ValueError("on_error must be 'report' or 'raise'")
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
         items = list(images) if total is None and progress else images
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=total if total is not None else len(items), unit="img", dynamic_ncols=True)
-        batch: list[tuple[str, np.ndarray | None, str | None]] = []
-        for source in items:
-            try:
-                batch.append((describe(source), self.load(source), None))
-            except FacespaceError as exc:
-                if on_error == "raise":
-                    raise
-                batch.append((describe(source), None, str(exc)))
-            if len(batch) >= chunk:
+        sources = iter(items)
+
+        def load_chunk() -> list[tuple[str, np.ndarray | None, str | None]]:
+            batch = []
+            for source in itertools.islice(sources, chunk):
+                try:
+                    batch.append((describe(source), self.load(source), None))
+                except FacespaceError as exc:
+                    if on_error == "raise":
+                        raise
+                    batch.append((describe(source), None, str(exc)))
+            return batch
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facespace-load") as loader:
+            pending = loader.submit(load_chunk)
+            while batch := pending.result():
+                pending = loader.submit(load_chunk)
                 yield from self._embed_chunk(batch)
                 if bar is not None:
                     bar.update(len(batch))
-                batch = []
-        if batch:
-            yield from self._embed_chunk(batch)
-            if bar is not None:
-                bar.update(len(batch))
         if bar is not None:
             bar.close()
 
