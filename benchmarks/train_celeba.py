@@ -90,6 +90,8 @@ def run_one(args, name: str, full, subset, before_cache: dict | None = None, **o
                   device=args.device, seed=args.seed, quiet=True)
     values.update(overrides)  # before construction: None values take the config's (fine-tune) defaults
     cfg = TrainConfig(**values)
+    for log in ("eval_log.csv", "train_log.csv"):  # a new run: never mix in an earlier run's rows
+        (Path(cfg.out_dir) / log).unlink(missing_ok=True)
     trainer = Trainer(cfg)
     before = None
     if subset is not None and subset.normalisation == trainer.normalisation:
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
         full = LFWPairs(args.lfw, input_size=size, crop_fraction=args.crop_fraction, n_pairs=0)
         subset = LFWPairs(args.lfw, input_size=size, crop_fraction=args.crop_fraction, n_pairs=args.eval_pairs)
         print(f"LFW loaded ({len(full.pairs)} pairs) in {time.time() - t0:.0f}s", flush=True)
-        runs = [run_one(args, f"{args.arch}-{args.input_size}px-{m}", full, subset, mining=m)
+        runs = [run_one(args, f"{args.arch}-{args.input_size}px-{m}-{args.budget_s:g}s", full, subset, mining=m)
                 for m in args.minings]
         report["scratch"] = {"budget_s_per_run": args.budget_s, "runs": runs}
         plot(runs, out_path.with_suffix(".png"))
