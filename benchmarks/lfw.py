@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         mi, ai = all_models.index(model), all_aligns.index(align)
         pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device,
                                 batch_size=args.batch_size)
-        rule = SCORINGS[scoring](flip)
+        rule = _scoring_rule(scoring, flip)
         result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
                            cache_root=args.cache_dir, scoring=rule)
         stats = result.embeddings.stats
@@ -152,17 +152,16 @@ def main(argv=None) -> int:
     return 0
 
 
-#: Named scoring rules for a setting, given whether flip is on.
-SCORINGS = {
-    "l2": lambda flip: _scoring_rule(),
-    "centred": lambda flip: _scoring_rule(flip="concat" if flip else "mean", subtract_mean=True),
-}
+#: Named scoring rules of a setting (see the module notes).
+SCORINGS = ("l2", "centred")
 
 
-def _scoring_rule(**kwargs):
+def _scoring_rule(name: str, flip: bool):
     from facespace.evaluation.scoring import ScoringRule
 
-    return ScoringRule(**kwargs)
+    if name == "centred":
+        return ScoringRule(flip="concat" if flip else "mean", subtract_mean=True)
+    return ScoringRule()
 
 
 def _setting(run: dict) -> tuple[str, str, bool, str]:

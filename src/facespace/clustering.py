@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .comparison import unit_rows
+
 METHODS = ("agglomerative", "kmeans", "chinese-whispers", "components")
 LINKAGES = ("average", "complete", "single")
 
@@ -59,8 +61,7 @@ def _unit(embeddings: np.ndarray) -> np.ndarray:
     x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     if x.ndim != 2:
         raise ValueError(f"embeddings must be (N, D), got {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return unit_rows(x)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:

@@ -12,6 +12,14 @@ from .errors import ModelMismatchError
 from .types import Verification
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row of ``x`` scaled to unit L2 length (all-zero rows stay zero); float dtype kept."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise squared L2 distance between two equally shaped (N, D) or (D,) arrays."""
     a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)

@@ -35,6 +35,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..comparison import unit_rows
 from ..errors import ImageLoadError
 from ..registry import get_config
 from ..pipeline import central_face_index, centre_face
@@ -187,11 +188,6 @@ def _embed_view(embedder, crops: np.ndarray, mirror: bool) -> np.ndarray:
     return embedder.embed_crops(crops, flip=False)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norm, 1e-10)).astype(np.float32)
-
-
 def embed_paths(
     pipeline,
     paths: Iterable[str | os.PathLike],
@@ -324,7 +320,7 @@ def embed_paths(
     view_vectors = {"plain": plain.astype(np.float32)}
     if "mirror" in views and paths:
         view_vectors["mirror"] = np.stack([known["mirror"][k]["vector"][0] for k in path_keys]).astype(np.float32)
-        embeddings = _normalise(plain + view_vectors["mirror"])
+        embeddings = unit_rows(plain + view_vectors["mirror"]).astype(np.float32)
     else:
         embeddings = view_vectors["plain"]
     detected = np.array([bool(known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)

@@ -289,17 +289,15 @@ def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3, fold_dist
     for i, k in enumerate(fold_ids):
         test = f == k
         train = ~test
-        if fold_distances is not None:
-            d = fold_distances[i]
-        threshold, _ = best_accuracy_threshold(d[train], y[train])
+        fd = d if fold_distances is None else fold_distances[i]
+        threshold, _ = best_accuracy_threshold(fd[train], y[train])
         thresholds.append(threshold)
-        accs.append(accuracy_at(d[test], y[test], threshold))
-        t_far = threshold_at_far(d[train], y[train], far_target)
+        accs.append(accuracy_at(fd[test], y[test], threshold))
+        t_far = threshold_at_far(fd[train], y[train], far_target)
         val_thresholds.append(t_far)
-        val, far = val_far_at(d[test], y[test], t_far) if np.isfinite(t_far) else (np.nan, np.nan)
+        val, far = val_far_at(fd[test], y[test], t_far) if np.isfinite(t_far) else (np.nan, np.nan)
         vals.append(val)
         fars.append(far)
-    d, _ = _check(distances, labels)
     eer, eer_threshold = equal_error_rate(d, y)
     return PairsReport(
         n_pairs=len(d),

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..comparison import squared_distance
+from ..comparison import squared_distance, unit_rows
 from .cache import EmbeddingSet
 from .pairs import PairSet
 
@@ -54,15 +54,11 @@ class ScoringRule:
         return asdict(self)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def image_vectors(embeddings: EmbeddingSet, rule: ScoringRule) -> np.ndarray:
     """One unit vector per image under ``rule`` (float64)."""
     if rule.flip == "concat" and "mirror" in embeddings.views:
         joined = np.concatenate([embeddings.views["plain"], embeddings.views["mirror"]], axis=1)
-        return _unit(joined.astype(np.float64))
+        return unit_rows(joined.astype(np.float64))
     return embeddings.embeddings.astype(np.float64)
 
 
@@ -80,7 +76,7 @@ def pair_distances(embeddings: EmbeddingSet, pairs: PairSet) -> np.ndarray:
 
 
 def _centred_distances(a: np.ndarray, b: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    return squared_distance(_unit(a - mean), _unit(b - mean)).astype(np.float64)
+    return squared_distance(unit_rows(a - mean), unit_rows(b - mean)).astype(np.float64)
 
 
 def scored_distances(embeddings: EmbeddingSet, pairs: PairSet, rule: ScoringRule = ScoringRule()):
