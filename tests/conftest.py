@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from shared_data import DATA, REPO
+
 LFW = DATA / "lfw" / "lfw-deepfunneled"
 PHOTOS = DATA / "photos"
+
+
+def pytest_sessionstart(session) -> None:
+    """The tests run on real data; without it, say where it should be instead of 50 tracebacks."""
+    if not (DATA / "lfw").is_dir():
+        pytest.exit(f"facespace tests need the shared data at {DATA} (clone the repository beside "
+                    "../shared, or set FACESPACE_TEST_DATA to the data folder)", returncode=4)
 
 
 def lfw_image(name: str, number: int) -> Path:

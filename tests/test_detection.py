@@ -17,7 +17,7 @@ import torch
 from facespace.detection.nms import batched_nms, nms, pairwise_overlap
 from facespace.detection.types import Detections
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+from shared_data import DATA
 FACES = DATA / "photos" / "dlib_faces"
 
 

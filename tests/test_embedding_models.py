@@ -27,7 +27,7 @@ from facespace.registry import get_config
 from facespace.weights import weight_paths
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
+from shared_data import DATA
 FIXTURE = json.loads((REPO / "tests" / "fixtures" / "reference_embeddings.json").read_text())
 MODELS = sorted(FIXTURE["models"])
 TOLERANCE = 1e-4

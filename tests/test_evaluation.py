@@ -28,7 +28,7 @@ from facespace.evaluation.protocol import (
     threshold_at_far,
 )
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+from shared_data import DATA
 LFW = DATA / "lfw"
 LFW_IMAGES = LFW / "lfw-deepfunneled"
 needs_lfw = pytest.mark.skipif(not (LFW / "pairs.txt").is_file(), reason="shared LFW data not present")

@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
-SHARED = Path(__file__).parents[2] / ".." / "shared" / "data"
+from shared_data import DATA as SHARED
 
 
 @pytest.fixture(autouse=True)
