@@ -22,7 +22,7 @@ DEFAULT_LFW = HERE.parent / ".." / "shared" / "data" / "lfw"
 
 
 def main(argv=None) -> int:
-    from facespace.registry import list_models
+    from facespace.pretrained.registry import list_models
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=str(DEFAULT_LFW), help="LFW folder (images, pairsDevTrain.txt)")

@@ -31,7 +31,7 @@ from _recognition_common import PAIRS_DEV_TRAIN, lfw_embeddings, write_result
 
 def calibrate(paths, embeddings, labels, pipeline, out_path):
     from facespace.evaluation.pairs import read_pairs
-    from facespace.gallery import Calibration
+    from facespace.calibration import Calibration
 
     where = {p.resolve(): i for i, p in enumerate(paths)}
     pairs = read_pairs(PAIRS_DEV_TRAIN, paths[0].parents[1])
@@ -67,8 +67,8 @@ def main() -> int:
     if args.limit and args.calibrate:
         parser.error("--calibrate needs all of LFW; drop --limit")
 
-    from facespace.gallery import Calibration, Identifier, threshold_for_far
-    from facespace.gallery.search import default_calibration_path
+    from facespace.calibration import Calibration, default_calibration_path, threshold_at_far
+    from facespace.gallery import Identifier
 
     paths, labels, emb, detected, pipeline = lfw_embeddings(args.model, limit=args.limit)
     if args.calibrate:
@@ -92,7 +92,7 @@ def main() -> int:
     rank5 = np.array([t in {c.name for c in r.candidates} for r, t in zip(mated, truth)])
     mated_d = np.array([r.best.distance for r in mated])
     impostor_d = np.array([r.best.distance for r in nonmated])
-    t_emp = threshold_for_far(impostor_d, args.far)
+    t_emp = threshold_at_far(impostor_d, args.far)
     dir_emp = float(np.mean(rank1 & (mated_d <= t_emp)))
     far_lib = float(np.mean(impostor_d <= ident.threshold))
     dir_lib = float(np.mean(rank1 & (mated_d <= ident.threshold)))

@@ -5,7 +5,7 @@
 
 Calibration: the registered crop of every ``--stride``-th image of
 ``../shared/data/celeba-299`` (identities disjoint from LFW), min/max
-activation ranges (``facespace.models.quantize.measure_ranges``).
+activation ranges (``facespace.runtime.quantize.measure_ranges``).
 
 Check: the LFW 10-fold protocol on all 6,000 pairs with the torch backend
 (float) and the ``onnx-int8`` backend, same detections and crops (the
@@ -49,9 +49,9 @@ def face_crops(pipeline, paths) -> np.ndarray:
 
 def calibrate(model: str, stride: int, batch: int) -> Path:
     from facespace import FacePipeline
-    from facespace.models.onnx_backend import export_embedder
-    from facespace.models.preprocess import normalise
-    from facespace.models.quantize import measure_ranges
+    from facespace.runtime.onnx_backend import export_embedder
+    from facespace.runtime.preprocess import normalise
+    from facespace.runtime.quantize import measure_ranges
     import tempfile
 
     pipeline = FacePipeline(model=model)

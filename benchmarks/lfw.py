@@ -40,7 +40,7 @@ DEFAULT_LFW = HERE.parent / ".." / "shared" / "data" / "lfw"
 
 def parse_args(argv=None) -> argparse.Namespace:
     from facespace.alignment import ALIGN_MODES
-    from facespace.registry import list_models
+    from facespace.pretrained.registry import list_models
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=str(DEFAULT_LFW), help="LFW folder (images and pairs.txt)")

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from facespace.evaluation.pairs import find_lfw_layout, read_lfw_pairs
     from facespace.evaluation.protocol import evaluate_pairs
     from facespace.evaluation.report import machine_info
-    from facespace.models import load_embedder
+    from facespace.pretrained.loader import load_embedder
 
     images_dir, pairs_file = find_lfw_layout(HERE.parent / ".." / "shared" / "data" / "lfw")
     pairs = read_lfw_pairs(pairs_file, images_dir)

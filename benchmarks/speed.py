@@ -198,8 +198,8 @@ def worker(library: str, task: str, folder: Path, repeats: int, threads: int) ->
 
         backend = BACKEND_OF.get(library, "torch")
         if library == "facespace-unfused":  # the network as loaded before issue 6: BN unfolded, NCHW
-            from facespace.models import load_embedder
-            from facespace.models.preprocess import normalise
+            from facespace.pretrained.loader import load_embedder
+            from facespace.runtime.preprocess import normalise
 
             net = load_embedder()
 
@@ -326,7 +326,7 @@ def _prepare(folder: Path) -> None:
 
     from facespace import FacePipeline
     from facespace.embedding import Embedder
-    from facespace.models import load_embedder
+    from facespace.pretrained.loader import load_embedder
 
     photos = []
     for rel in PHOTOS:

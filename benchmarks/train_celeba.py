@@ -199,12 +199,12 @@ def main(argv=None) -> int:
 
 
 def finetune(args) -> dict:
-    from facespace.registry import get_config
+    from facespace.pretrained.registry import get_config
     from facespace_train.lfw import LFWPairs
 
     try:
         config = get_config(args.pretrained, "embedder")
-        from facespace.models import load_embedder  # noqa: F401 - availability check
+        from facespace.pretrained.loader import load_embedder  # noqa: F401 - availability check
 
         size = (config.input_size, config.input_size)
         # a 1.4 GFLOP network: on a CPU, before/after use a fold-balanced subset unless asked otherwise

@@ -85,8 +85,8 @@ def test_scores_against_hand_counts():
 
 
 def test_default_threshold_follows_the_number_of_faces():
-    from facespace.gallery.search import Calibration
-    from facespace.registry import get_config
+    from facespace.calibration import Calibration
+    from facespace.pretrained.registry import get_config
 
     model = "facenet-msceleb-128"
     verification = get_config(model).threshold

@@ -273,7 +273,7 @@ def test_detections_empty_and_indexing():
 
 def test_mtcnn_parameter_checks_and_pyramid():
     from facespace.detection.mtcnn import MTCNN
-    from facespace.models.mtcnn_nets import ONet, PNet, RNet
+    from facespace.networks.mtcnn_nets import ONet, PNet, RNet
 
     nets = (PNet(), RNet(), ONet())
     for bad in ({"min_face_size": 0}, {"factor": 1.0}, {"thresholds": (0.6, 0.7)},

@@ -18,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-import facespace.models as models
+import facespace.pretrained.loader as models
 from facespace.errors import WeightsError
-from facespace.models.graphdef import parse_tensor, read_graph, read_constants
-from facespace.models.inception_resnet_v1 import InceptionResnetV1
-from facespace.models.preprocess import normalise
-from facespace.registry import get_config
-from facespace.weights import weight_paths
+from facespace.pretrained.graphdef import parse_tensor, read_graph, read_constants
+from facespace.networks.inception_resnet_v1 import InceptionResnetV1
+from facespace.runtime.preprocess import normalise
+from facespace.pretrained.registry import get_config
+from facespace.pretrained.weights import weight_paths
 
 REPO = Path(__file__).resolve().parents[1]
 from shared_data import DATA
@@ -190,7 +190,7 @@ def test_converted_state_is_cached_and_reused(tmp_path, monkeypatch):
 
 
 def test_wrong_layout_is_refused():
-    from facespace.models.convert_graphdef import convert_tf_graphdef
+    from facespace.pretrained.convert_graphdef import convert_tf_graphdef
 
     path = _weights("facenet-casia-512")["weights"]
     with pytest.raises(WeightsError, match="folded_bn"):

@@ -25,8 +25,8 @@ from facespace.evaluation.protocol import (
     equal_error_rate,
     evaluate_pairs,
     roc_curve,
-    threshold_at_far,
 )
+from facespace.calibration import threshold_at_far
 
 from shared_data import DATA
 LFW = DATA / "lfw"
@@ -93,12 +93,12 @@ def test_far_1e3_interpolation_like_lfw():
     impostors = np.arange(1, 2701, dtype=float)
     dist = np.concatenate([impostors, [0.5, 2.5, 3.0]])
     same = np.concatenate([np.zeros(2700, bool), np.ones(3, bool)])
-    assert threshold_at_far(dist, same, 1e-3) == pytest.approx(2.7)
+    assert threshold_at_far(dist[~same], 1e-3) == pytest.approx(2.7)
     # Fewer impostors than 1/FAR: interpolate from (0, 0) to (smallest, 1/m): 4 impostors
     # at 2, 3, 4, 5 -> FAR 1e-3 at 2 * 1e-3 / 0.25 = 0.008.
-    assert threshold_at_far([2, 3, 4, 5, 0.1], [0, 0, 0, 0, 1], 1e-3) == pytest.approx(0.008)
+    assert threshold_at_far([2, 3, 4, 5], 1e-3) == pytest.approx(0.008)
     # Ties: impostors 1, 2, 2, 2 -> FAR points (1, .25), (2, 1); target .5 -> 1 + (.25/.75) * 1
-    assert threshold_at_far([1, 2, 2, 2], [0, 0, 0, 0], 0.5) == pytest.approx(1 + 1 / 3)
+    assert threshold_at_far([1, 2, 2, 2], 0.5) == pytest.approx(1 + 1 / 3)
 
 
 def test_auc_eer_and_calibration_by_hand():

@@ -12,11 +12,11 @@ import torch
 from facespace.cli.main import main
 from facespace.embedding import Embedder
 from facespace.errors import WeightsError
-from facespace.models import load_embedder, onnx_cache_path
-from facespace.models.fuse import fuse_for_inference
-from facespace.models.preprocess import normalise
-from facespace.registry import get_config
-from facespace.weights import weight_paths
+from facespace.pretrained.loader import load_embedder, onnx_cache_path
+from facespace.runtime.fuse import fuse_for_inference
+from facespace.runtime.preprocess import normalise
+from facespace.pretrained.registry import get_config
+from facespace.pretrained.weights import weight_paths
 
 from conftest import DATA, lfw_image
 
@@ -136,7 +136,7 @@ def test_export_cli_writes_loadable_dynamic_batch_file(tmp_path, capsys, lfw_cro
 
 
 def test_export_cli_mtcnn(tmp_path, capsys):
-    from facespace.models.mtcnn_nets import load_net
+    from facespace.pretrained.loader import load_mtcnn_net as load_net
 
     assert main(["export", "onnx", "mtcnn", str(tmp_path / "mtcnn")]) == 0
     capsys.readouterr()
@@ -168,7 +168,7 @@ INT8_MIN_COSINE = 0.99  # measured ~0.998 on LFW (benchmarks/results/int8.json);
 
 def test_int8_backend_is_close_to_float_and_labelled(lfw_crops, private_home):
     from facespace import FacePipeline
-    from facespace.models.quantize import calibration_file
+    from facespace.runtime.quantize import calibration_file
 
     assert calibration_file("facenet-msceleb-128").is_file()
     reference = Embedder(backend="torch").embed_crops(lfw_crops)
@@ -190,7 +190,7 @@ def test_int8_backend_is_close_to_float_and_labelled(lfw_crops, private_home):
 
 def test_int8_without_calibration_or_for_the_detector_is_refused(tmp_path, capsys):
     from facespace.errors import FacespaceError
-    from facespace.models.quantize import calibration_file
+    from facespace.runtime.quantize import calibration_file
 
     with pytest.raises(FacespaceError, match="no int8 calibration"):
         calibration_file("facenet-casia-512")

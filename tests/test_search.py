@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from facespace.errors import ModelMismatchError
-from facespace.gallery import Calibration, Gallery, Identifier, build_index, threshold_for_far
+from facespace.calibration import Calibration, threshold_at_far
+from facespace.gallery import Gallery, Identifier, build_index
 from facespace.gallery.search import ExactIndex, FaissIndex, choose_index_kind
 from synthetic_faces import people, unit
 
@@ -124,11 +125,11 @@ def test_calibration_fit_and_far_threshold():
 
 def test_threshold_for_far():
     d = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
-    t = threshold_for_far(d, 0.05)
+    t = threshold_at_far(d, 0.05)
     assert np.sum(d <= t) == 5
-    assert threshold_for_far(d, 0.001) < 0.01
+    assert threshold_at_far(d, 0.001) < 0.01
     with pytest.raises(ValueError):
-        threshold_for_far([], 0.1)
+        threshold_at_far([], 0.1)
 
 
 def test_calibration_file_and_fallback(tmp_path):

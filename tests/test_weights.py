@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from facespace.errors import ChecksumError, UnknownModelError, WeightsError
-from facespace.registry import PretrainedConfig, WeightFile, get_config, list_models
-from facespace.weights import cached_path, install_from_file, pull
+from facespace.pretrained.registry import PretrainedConfig, WeightFile, get_config, list_models
+from facespace.pretrained.weights import cached_path, install_from_file, pull
 
 PAYLOAD = b"pretend these are weights" * 100
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import (
     ChecksumError,
@@ -21,7 +21,7 @@ from .errors import (
     WeightsError,
 )
 from .imageio import load_image
-from .registry import get_config, list_models
+from .pretrained.registry import get_config, list_models
 from .types import EmbeddedFace, Face, ImageResult, Verification
 
 if TYPE_CHECKING:

@@ -13,13 +13,13 @@ Three ways, the ones the literature compares:
 from __future__ import annotations
 
 import hashlib
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import cv2
 import numpy as np
 
 AlignMode = Literal["align", "margin", "centre"]
-ALIGN_MODES: tuple[str, ...] = ("align", "margin", "centre")
+ALIGN_MODES: tuple[str, ...] = get_args(AlignMode)
 
 #: Canonical landmark positions (left eye, right eye, nose, mouth left, mouth
 #: right) as fractions of the output side. Derived as the mean MTCNN landmarks

@@ -249,10 +249,10 @@ def default_threshold(model: str, method: str, n_faces: int, verification_thresh
 
     The distance at which a face is expected to have ``FALSE_LINKS_PER_FACE[method]`` false links
     among the other faces (a per-comparison false-accept rate of links / (n - 1)), read from the
-    model's impostor-distance calibration (:class:`facespace.gallery.Calibration`); never above
+    model's impostor-distance calibration (:class:`facespace.calibration.Calibration`); never above
     the verification threshold. Without a calibrated FAR table, the verification threshold.
     """
-    from .gallery.search import Calibration
+    from .calibration import Calibration
 
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")

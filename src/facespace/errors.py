@@ -4,6 +4,10 @@ Every error a user can cause derives from :class:`FacespaceError`, so the CLI
 can turn it into one clear line and a non-zero exit instead of a traceback.
 """
 
+from typing import Any, TypeVar, get_args
+
+T = TypeVar("T")
+
 
 class FacespaceError(Exception):
     """Base class for every error facespace raises on purpose."""
@@ -38,3 +42,15 @@ class ChecksumError(WeightsError):
 
 class ModelMismatchError(FacespaceError):
     """Embeddings made by different models or preprocessing were compared."""
+
+
+class OptionError(FacespaceError, ValueError):
+    """An option has a value facespace does not know or cannot use (the message says which work)."""
+
+
+def check_choice(value: T, options: Any, what: str) -> T:
+    """``value`` if it is one of ``options`` (a ``Literal`` type or a sequence), else :class:`OptionError`."""
+    allowed = get_args(options) or tuple(options)
+    if value not in allowed:
+        raise OptionError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, allowed))}")
+    return value

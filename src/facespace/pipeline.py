@@ -11,17 +11,23 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from . import alignment
+from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id
 from .comparison import verify as verify_embeddings
-from .detection.mtcnn import MTCNN
-from .embedding import Embedder
-from .errors import FacespaceError, NoFaceError
+from .detection.types import Detector, DetectorBackend
+from .embedding import Backend, Embedder
+from .errors import FacespaceError, NoFaceError, check_choice
+from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
 from .types import EmbeddedFace, Face, ImageResult, Verification
+
+#: What to embed in an image where no face was found: nothing, or the fixed centre crop.
+Fallback = Literal["none", "centre"]
+#: What a batch does with an unreadable item: report it in its result and go on, or raise.
+OnError = Literal["report", "raise"]
 
 
 @dataclass(frozen=True)
@@ -32,21 +38,13 @@ class DetectorSettings:
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
-    backend: str = "torch"
+    backend: DetectorBackend = "torch"
 
+    def build(self, device: str) -> Detector:
+        from .detection.mtcnn import MTCNN
 
-def central_face_index(boxes: np.ndarray, image_shape: Sequence[int]) -> int | None:
-    """Index of the box whose centre is nearest the image centre (first on a tie), or None.
-
-    The face a pre-cropped photo (LFW, an ID photo) is about.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) == 0:
-        return None
-    height, width = image_shape[:2]
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2 - width / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - height / 2
-    return int(np.argmin(cx**2 + cy**2))
+        return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
+                                factor=self.factor, backend=self.backend)
 
 
 def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
@@ -69,36 +67,36 @@ class FacePipeline:
     batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
     within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
     its embeddings are labelled ``precision=int8:<id>``). Detection (MTCNN) always runs in torch on ``device``.
+    ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
+    ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`).
     """
 
     def __init__(
         self,
         model: str | None = None,
-        align: str | None = None,
+        align: AlignMode | None = None,
         flip: bool = False,
         device: str = "cpu",
         batch_size: int = 32,
         detector: DetectorSettings = DetectorSettings(),
         margin: int = 32,
         centre_fraction: float = 0.64,
-        fallback: str = "none",
+        fallback: Fallback = "none",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threshold: float | None = None,
-        backend: str = "torch",
+        backend: Backend = "torch",
+        face_choice: FaceChoice = "largest",
     ) -> None:
         self.embedder = Embedder(model, device=device, batch_size=batch_size, flip=flip, backend=backend)
         align = align or self.embedder.config.align  # the registry's best-measured crop for this model
-        if align not in alignment.ALIGN_MODES:
-            raise ValueError(f"unknown alignment {align!r}; choose one of {', '.join(alignment.ALIGN_MODES)}")
-        if fallback not in ("none", "centre"):
-            raise ValueError(f"unknown fallback {fallback!r}; choose 'none' or 'centre'")
-        self.align = align
+        self.align: AlignMode = check_choice(align, AlignMode, "alignment")
+        self.fallback: Fallback = check_choice(fallback, Fallback, "fallback")
+        self.face_choice: FaceChoice = check_choice(face_choice, FaceChoice, "face choice")
         self.margin = margin
         self.centre_fraction = centre_fraction
-        self.fallback = fallback
         self.max_pixels = max_pixels
         self.detector_settings = detector
-        self._detector: MTCNN | None = None
+        self._detector: Detector | None = None
         self._device = device
         registered = self.embedder.config.threshold
         self.threshold = float(threshold if threshold is not None else registered)
@@ -121,11 +119,11 @@ class FacePipeline:
         if self.align == "margin":
             out["margin"] = self.margin
         if self.align == "align":
-            out["template"] = alignment.template_id()
+            out["template"] = template_id()
         if self.align == "centre" or self.fallback == "centre":
             out["centre_fraction"] = self.centre_fraction
         if self.embedder.backend == "onnx-int8":
-            from .models.quantize import int8_id
+            from .runtime.quantize import int8_id
 
             out["precision"] = f"int8:{int8_id(self.model_name)}"
         return out
@@ -136,11 +134,10 @@ class FacePipeline:
 
     # -- detection -----------------------------------------------------------
     @property
-    def detector(self) -> MTCNN:
+    def detector(self) -> Detector:
+        """The face detector, built from ``detector_settings`` on first use."""
         if self._detector is None:
-            s = self.detector_settings
-            self._detector = MTCNN.pretrained(device=self._device, min_face_size=s.min_face_size,
-                                              thresholds=s.thresholds, factor=s.factor, backend=s.backend)
+            self._detector = self.detector_settings.build(self._device)
         return self._detector
 
     def load(self, image: ImageInput) -> np.ndarray:
@@ -169,10 +166,10 @@ class FacePipeline:
         """The network-input crop of one face, made the way ``align`` says."""
         size = self.embedder.input_size
         if not face.detected:
-            return alignment.centre_crop(image, size, self.centre_fraction)
+            return centre_crop(image, size, self.centre_fraction)
         if self.align == "align" and face.landmarks is not None:
-            return alignment.align_face(image, face.landmarks, size)
-        return alignment.margin_crop(image, face.box, size, self.margin)
+            return align_face(image, face.landmarks, size)
+        return margin_crop(image, face.box, size, self.margin)
 
     # -- embedding ---------------------------------------------------------------
     def embed(self, image: ImageInput) -> list[EmbeddedFace]:
@@ -180,12 +177,18 @@ class FacePipeline:
         result = self.embed_images([image], on_error="raise")[0]
         return result.faces
 
+    def embed_one(self, image: ImageInput, rule: FaceChoice | None = None) -> EmbeddedFace:
+        """The face an image is about (by ``rule``, default the pipeline's ``face_choice``);
+        raises :class:`NoFaceError` when there is none."""
+        array = self.load(image)
+        chosen = choose_face(self.embed(array), array.shape, rule or self.face_choice)
+        if chosen is None:
+            raise NoFaceError(f"{describe(image)}: no face found")
+        return chosen
+
     def embed_largest(self, image: ImageInput) -> EmbeddedFace:
         """The largest face in an image; raises :class:`NoFaceError` when there is none."""
-        faces = self.embed(image)
-        if not faces:
-            raise NoFaceError(f"{describe(image)}: no face found")
-        return max(faces, key=lambda f: f.face.area)
+        return self.embed_one(image, "largest")
 
     def embed_images(self, images: Iterable[ImageInput], **options) -> list[ImageResult]:
         """Embed all faces of many images; the options are those of :meth:`iter_embed_images`."""
@@ -194,7 +197,7 @@ class FacePipeline:
     def iter_embed_images(
         self,
         images: Iterable[ImageInput],
-        on_error: str = "report",
+        on_error: OnError = "report",
         chunk: int = 16,
         progress: bool = False,
         total: int | None = None,
@@ -207,8 +210,7 @@ class FacePipeline:
         :class:`ImageResult` carrying its error and the rest go on; ``"raise"``
         stops at the first.
         """
-        if on_error not in ("report", "raise"):
-            raise ValueError("on_error must be 'report' or 'raise'")
+        check_choice(on_error, OnError, "on_error")
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
         items = list(images) if total is None and progress else images
@@ -257,6 +259,6 @@ class FacePipeline:
 
     # -- comparison ----------------------------------------------------------------
     def verify(self, a: ImageInput, b: ImageInput) -> Verification:
-        """Whether the largest faces of two images show the same person."""
-        first, second = self.embed_largest(a), self.embed_largest(b)
+        """Whether the chosen faces (``face_choice``) of two images show the same person."""
+        first, second = self.embed_one(a), self.embed_one(b)
         return verify_embeddings(first.embedding, second.embedding, self.threshold)

@@ -6,11 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Runtimes for the embedding network: "torch" (any device), "onnx" (ONNX Runtime, float, the
-#: same embeddings within 1e-4) and "onnx-int8" (int8-quantised: ~3x faster on CPU, cosine ~0.998).
-BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
 @dataclass
 class Face:
     """One face in an image: box (x1, y1, x2, y2 pixels), detector score, 5 landmarks.

@@ -36,7 +36,7 @@ class TrainConfig:
     saturation: float = 0.2
     # model
     arch: str = "nns2"                  # nn1 nn2 nn3 nn4 nns1 nns2 inception_resnet_v1
-    pretrained: Optional[str] = None    # registered embedder to fine-tune (facespace.models.load_embedder)
+    pretrained: Optional[str] = None    # registered embedder to fine-tune (facespace.pretrained.loader.load_embedder)
     embedding_size: int = 128
     batch_norm: bool = True             # BN after every conv of the paper networks (not in the paper)
     dropout: float = 0.0                # also replaces a pretrained model's own dropout rate

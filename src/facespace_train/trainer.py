@@ -57,34 +57,24 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, tuple[int, int], str]:
     """(network, input size (h, w), normalisation) for the configuration."""
     if cfg.pretrained:
-        from facespace.registry import get_config
+        from facespace.pretrained import loader, registry
 
-        try:
-            from facespace.models import load_embedder
-        except ImportError as exc:  # pragma: no cover - depends on the inference package state
-            raise RuntimeError(f"fine-tuning needs facespace.models.load_embedder: {exc}") from exc
-        config = get_config(cfg.pretrained, "embedder")
-        model = load_embedder(config.name, device="cpu")
+        config = registry.get_config(cfg.pretrained, "embedder")
+        model = loader.load_embedder(config, device="cpu")
         for param in model.parameters():
             param.requires_grad_(True)
         for module in model.modules():  # the configured rate replaces the pretrained model's own
             if isinstance(module, nn.Dropout):
                 module.p = cfg.dropout
         return model, (config.input_size, config.input_size), config.normalisation
-    arch = cfg.arch.lower()
-    from facespace.models import facenet_paper
+    from facespace.networks import get_architecture
 
-    if arch in facenet_paper.ARCHITECTURES:
-        model = facenet_paper.build(arch, cfg.embedding_size, cfg.input_size, batch_norm=cfg.batch_norm,
-                                    dropout=cfg.dropout)
-        return model, model.input_size, cfg.normalisation
-    if arch in ("inception_resnet_v1", "inception-resnet-v1"):
-        from facespace.models.inception_resnet_v1 import InceptionResnetV1
-
-        size = cfg.input_size or 160
-        return InceptionResnetV1(embedding_size=cfg.embedding_size, dropout=cfg.dropout), (size, size), \
-            cfg.normalisation
-    raise ValueError(f"unknown architecture {cfg.arch!r}")
+    spec = get_architecture(cfg.arch)
+    options = {"dropout": cfg.dropout}
+    if spec.family == "facenet-paper":
+        options["batch_norm"] = cfg.batch_norm
+    size = spec.input_size if cfg.input_size is None else (cfg.input_size, cfg.input_size)
+    return spec.create(cfg.embedding_size, size, **options), size, cfg.normalisation
 
 
 # -- fine-tuning controls -----------------------------------------------------------

@@ -13,9 +13,9 @@ from facespace_train.trainer import Trainer, freeze_prefixes
 @pytest.fixture
 def fake_pretrained(monkeypatch):
     """``pretrained="fake"`` loads a small-input Inception-ResNet-v1 with non-trivial BN statistics."""
-    import facespace.models
-    import facespace.registry
-    from facespace.models.inception_resnet_v1 import InceptionResnetV1
+    import facespace.pretrained.loader
+    import facespace.pretrained.registry
+    from facespace.networks.inception_resnet_v1 import InceptionResnetV1
 
     def get_config(name, kind):
         return types.SimpleNamespace(name=name, input_size=96, normalisation="prewhiten")
@@ -29,8 +29,8 @@ def fake_pretrained(monkeypatch):
                 module.running_var.uniform_(0.5, 2.0)
         return model.to(device).eval()
 
-    monkeypatch.setattr(facespace.registry, "get_config", get_config)
-    monkeypatch.setattr(facespace.models, "load_embedder", load_embedder)
+    monkeypatch.setattr(facespace.pretrained.registry, "get_config", get_config)
+    monkeypatch.setattr(facespace.pretrained.loader, "load_embedder", load_embedder)
 
 
 def finetune_config(data, out, **kw):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from facespace.models import facenet_paper
-from facespace.models.complexity import count_mult_adds, count_parameters, describe_architecture
+from facespace.networks import create_model, facenet_paper
+from facespace.networks.complexity import count_mult_adds, count_parameters, describe_architecture
 
 
 def test_nn2_matches_paper_table2():
@@ -32,7 +32,7 @@ def test_counts_by_hand():
 @pytest.mark.parametrize("name", ["nn2", "nns1", "nns2"])
 def test_embeddings_are_unit_length_any_size(name):
     for size in (None, 64):
-        net = facenet_paper.build(name, embedding_size=32, input_size=size, batch_norm=True).eval()
+        net = create_model(name, embedding_size=32, input_size=size, batch_norm=True).eval()
         h, w = net.input_size
         out = net(torch.randn(2, 3, h, w))
         assert out.shape == (2, 32)
@@ -50,4 +50,4 @@ def test_l2_pool_and_maxout():
 
 def test_unknown_architecture():
     with pytest.raises(ValueError):
-        facenet_paper.build("nn9")
+        create_model("nn9")

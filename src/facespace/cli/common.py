@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..alignment import ALIGN_MODES
-from ..types import BACKENDS
+from ..embedding import BACKENDS
 
 if TYPE_CHECKING:
     from ..pipeline import FacePipeline

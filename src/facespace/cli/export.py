@@ -5,7 +5,7 @@
 L2-normalised, dynamic batch) or the detector ``mtcnn`` (OUT is a directory
 that receives ``pnet.onnx``, ``rnet.onnx`` and ``onet.onnx``). ``--int8``
 writes an embedder's int8-quantised graph instead (from the stored
-activation ranges, see :mod:`facespace.models.quantize`).
+activation ranges, see :mod:`facespace.runtime.quantize`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def run_onnx(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import FacespaceError
-    from ..models import onnx_backend
-    from ..registry import get_config
+    from ..runtime import onnx_backend
+    from ..pretrained.registry import get_config
 
     opset = args.opset or onnx_backend.DEFAULT_OPSET
     config = get_config(args.model, "embedder")  # raises UnknownModelError for unknown names
@@ -55,7 +55,7 @@ def run_onnx(args: argparse.Namespace) -> int:
         import tempfile
         from pathlib import Path
 
-        from ..models.quantize import calibration_file, quantize_graph
+        from ..runtime.quantize import calibration_file, quantize_graph
 
         ranges = calibration_file(config.name)
         with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def run_onnx(args: argparse.Namespace) -> int:
               "input": ["batch", 3, config.input_size, config.input_size],
               "output": ["batch", config.embedding_size], "normalisation": config.normalisation}
     if not args.no_verify:
-        from ..models import load_embedder
+        from ..pretrained.loader import load_embedder
 
         try:
             runtime = onnx_backend.OnnxNetwork(path)

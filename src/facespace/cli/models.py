@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UnknownModelError
-from ..registry import get_config, list_models
-from ..weights import install_from_file, is_cached, pull
+from ..pretrained.registry import get_config, list_models
+from ..pretrained.weights import install_from_file, is_cached, pull
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +75,8 @@ def run_pull(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """A registered model's entry plus its complexity, or just the complexity of an architecture (nn1..nns2)."""
-    from ..models.complexity import describe_architecture
+    from ..networks import list_architectures
+    from ..networks.complexity import describe_architecture
 
     if args.name in list_models():
         config = get_config(args.name)
@@ -90,7 +91,7 @@ def run_info(args: argparse.Namespace) -> int:
             known = ", ".join(list_models())
             raise UnknownModelError(
                 f"unknown model or architecture {args.name!r}; registered models: {known}; "
-                "architectures: nn1, nn2, nn3, nn4, nns1, nns2, inception_resnet_v1"
+                f"architectures: {', '.join(list_architectures())}"
             ) from None
     if args.json:
         print(json.dumps(out, indent=2, default=str))

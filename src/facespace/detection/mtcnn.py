@@ -30,11 +30,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import WeightsError
-from ..models.mtcnn_nets import ONet, PNet, RNet, load_net, normalise
-from ..threads import apply_thread_default
+from ..errors import WeightsError, check_choice
+from ..networks.mtcnn_nets import ONet, PNet, RNet
+from ..pretrained.loader import load_mtcnn_net
+from ..runtime.preprocess import fixed_scale
+from ..runtime.threads import apply_thread_default
 from .nms import batched_nms
-from .types import Detections
+from .types import DetectorBackend, Detections
 
 __all__ = ["MTCNN"]
 
@@ -86,27 +88,26 @@ class MTCNN:
         nets = []
         for key in ("pnet", "rnet", "onet"):
             try:
-                nets.append(load_net(key, paths[key], device))
+                nets.append(load_mtcnn_net(key, paths[key], device))
             except (OSError, RuntimeError, EOFError, ValueError) as exc:
                 raise WeightsError(f"could not load MTCNN {key} weights from {paths[key]}: {exc}") from exc
         return cls(*nets, device=device, **params)
 
     @classmethod
     def pretrained(cls, name: str | None = None, device: str | torch.device = "cpu",
-                   backend: str = "torch", **params) -> "MTCNN":
+                   backend: DetectorBackend = "torch", **params) -> "MTCNN":
         """The registry's detector ``name`` (default: the registry's default detector).
 
         ``backend="onnx"`` runs the three networks with ONNX Runtime on the CPU
         (exported into the weight cache on first use; same detections).
         """
-        from ..weights import weight_paths
+        from ..pretrained.weights import weight_paths
 
         if backend == "onnx":
-            from ..models.onnx_backend import load_onnx_mtcnn
+            from ..runtime.onnx_backend import load_onnx_mtcnn
 
             return cls(*load_onnx_mtcnn(name), device=device, **params)
-        if backend != "torch":
-            raise ValueError(f"unknown detector backend {backend!r}; choose 'torch' or 'onnx'")
+        check_choice(backend, DetectorBackend, "detector backend")
         return cls.from_files(weight_paths(name, kind="detector"), device=device, **params)
 
     # ------------------------------------------------------------------ API
@@ -181,7 +182,7 @@ class MTCNN:
             for k, im in enumerate(images):
                 batch[k, : im.shape[0], : im.shape[1]] = im
         # uint8 to the device (4x less to move), then float: the same values as before.
-        x = normalise(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float())
+        x = fixed_scale(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float())
         reg, prob = self.pnet(x)
         reg, prob = reg.float().cpu(), prob[:, 1].float().cpu()
         # Keep only cells whose whole 12x12 window lies inside that image.
@@ -235,7 +236,7 @@ class MTCNN:
         outs = []
         for start in range(0, len(crops), _CHUNK):
             x = torch.from_numpy(crops[start : start + _CHUNK]).to(self.device)
-            outs.append([o.float().cpu() for o in net(normalise(x.permute(0, 3, 1, 2).float()))])
+            outs.append([o.float().cpu() for o in net(fixed_scale(x.permute(0, 3, 1, 2).float()))])
         return tuple(torch.cat(parts) for parts in zip(*outs))
 
 

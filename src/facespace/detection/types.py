@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["Detections", "LANDMARK_NAMES"]
+__all__ = ["Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES"]
+
+#: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections).
+DetectorBackend = Literal["torch", "onnx"]
+DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackend)
 
 #: Order of the five landmarks in :attr:`Detections.landmarks`.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -54,3 +59,10 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         return cls()
+
+
+class Detector(Protocol):
+    """What the pipeline needs of a face detector: a batch of RGB arrays in, one
+    :class:`Detections` per image out (boxes, scores and the five landmarks)."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]: ...

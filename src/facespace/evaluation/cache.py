@@ -5,7 +5,7 @@ image centre among those detected (LFW images often hold several faces), or,
 when the detector finds none, an explicit fallback -- the fixed centre crop --
 which is counted and named (:attr:`EmbeddingSet.missed`).
 
-The cache lives under ``facespace.weights.cache_dir() / "embeddings"``:
+The cache lives under ``facespace.pretrained.weights.cache_dir() / "embeddings"``:
 
 ``detections/<detector-id>/``
     every face MTCNN found in an image (boxes, scores, landmarks), keyed by
@@ -37,8 +37,10 @@ import numpy as np
 
 from ..comparison import unit_rows
 from ..errors import ImageLoadError
-from ..registry import get_config
-from ..pipeline import central_face_index, centre_face
+from ..pretrained.registry import get_config
+from ..face_choice import choose_index
+from ..files import atomic_path, atomic_write_bytes
+from ..pipeline import centre_face
 from ..types import Face
 
 __all__ = ["EmbeddingSet", "embed_paths", "default_cache_root", "file_sha1"]
@@ -50,7 +52,7 @@ FLUSH_EVERY = 256
 
 
 def default_cache_root() -> Path:
-    from ..weights import cache_dir
+    from ..pretrained.weights import cache_dir
 
     return cache_dir() / "embeddings"
 
@@ -134,23 +136,15 @@ class _Store:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_file = self.folder / "meta.json"
         if not meta_file.exists():
-            _atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2, sort_keys=True).encode())
+            atomic_write_bytes(meta_file, json.dumps(self.meta, indent=2, sort_keys=True).encode())
         keys = list(records)
         names = list(records[keys[0]])
         arrays = {name: np.concatenate([records[k][name] for k in keys]) for name in names}
         arrays["_keys"] = np.array(keys)
         arrays["_counts"] = np.array([len(records[k][names[0]]) for k in keys], dtype=np.int64)
         name = f"shard-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
-        tmp = self.folder / (name + ".part")
-        with open(tmp, "wb") as handle:
+        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        os.replace(tmp, self.folder / name)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _short_hash(obj) -> str:
@@ -273,7 +267,7 @@ def embed_paths(
                         det_known[batch[i]] = det_pending[batch[i]] = record
                 for k, image in zip(batch, images):
                     det = det_known[k]
-                    chosen = central_face_index(det["boxes"], image.shape)
+                    chosen = choose_index(det["boxes"], image.shape, "central")
                     if chosen is None:
                         faces.append(centre_face(image.shape, pipeline.centre_fraction))
                     else:

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..calibration import threshold_at_far
+
 __all__ = [
     "PairsReport",
     "RocCurve",
@@ -47,7 +49,6 @@ __all__ = [
     "equal_error_rate",
     "evaluate_pairs",
     "roc_curve",
-    "threshold_at_far",
     "val_far_at",
 ]
 
@@ -114,27 +115,6 @@ def best_accuracy_threshold(distances, labels) -> tuple[float, float]:
 def calibrate_threshold(distances, labels) -> float:
     """The best-accuracy threshold on one set of pairs (e.g. LFW view 1 pairsDevTrain.txt)."""
     return best_accuracy_threshold(distances, labels)[0]
-
-
-def threshold_at_far(distances, labels, far_target: float = 1e-3) -> float:
-    """Threshold whose interpolated false-accept rate on this set is ``far_target``."""
-    d, y = _check(distances, labels)
-    impostors = np.sort(d[~y])
-    if len(impostors) == 0:
-        return float("nan")
-    values, counts = np.unique(impostors, return_counts=True)
-    far = np.cumsum(counts) / len(impostors)
-    anchor = min(0.0, values[0])
-    if anchor == values[0]:  # impostors at distance <= 0: start the curve just below them
-        anchor = values[0] - max(1e-6, 1e-3 * (values[-1] - values[0]))
-    xs = np.concatenate([[anchor], values])
-    fs = np.concatenate([[0.0], far])
-    if far_target >= fs[-1]:
-        return float(xs[-1])
-    if far_target <= 0:
-        return float(xs[0])
-    # fs is strictly increasing (values are distinct, counts > 0), so np.interp inverts it.
-    return float(np.interp(far_target, fs, xs))
 
 
 # -- curves over all pairs ----------------------------------------------------------
@@ -293,7 +273,8 @@ def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3, fold_dist
         threshold, _ = best_accuracy_threshold(fd[train], y[train])
         thresholds.append(threshold)
         accs.append(accuracy_at(fd[test], y[test], threshold))
-        t_far = threshold_at_far(fd[train], y[train], far_target)
+        impostors = fd[train][~y[train]]
+        t_far = threshold_at_far(impostors, far_target) if len(impostors) else float("nan")
         val_thresholds.append(t_far)
         val, far = val_far_at(fd[test], y[test], t_far) if np.isfinite(t_far) else (np.nan, np.nan)
         vals.append(val)

@@ -2,19 +2,18 @@
 
 :class:`Gallery` (``store``) keeps identities and their embeddings in one
 SQLite file; :class:`Identifier` (``search``) finds the nearest identities of a
-probe embedding, with a calibrated probability and open-set rejection.
+probe embedding, with a calibrated probability (:mod:`facespace.calibration`) and
+open-set rejection.
 """
 
-from .search import Calibration, Candidate, Identification, Identifier, build_index, threshold_for_far
+from .search import Candidate, Identification, Identifier, build_index
 from .store import Gallery, IdentityInfo
 
 __all__ = [
-    "Calibration",
     "Candidate",
     "Gallery",
     "Identification",
     "IdentityInfo",
     "Identifier",
     "build_index",
-    "threshold_for_far",
 ]

@@ -77,7 +77,7 @@ def create_app(
     must come as ``X-API-Key`` or ``Authorization: Bearer`` on every ``/api``
     call; ``demo_images`` are served at ``/demo/<i>`` for the page's demo mode.
     """
-    from .. import __version__
+    from ..version import __version__
     from .page import render_page
 
     app = FastAPI(title="facespace", version=__version__,
@@ -227,7 +227,7 @@ def create_app(
                           p.threshold if threshold is None else threshold)
         out = verdict.to_dict()
         try:
-            from ..gallery.search import Calibration
+            from ..calibration import Calibration
 
             out["probability"] = round(float(Calibration.load(p.model_name, p.threshold)
                                              .probability(verdict.distance)), 6)

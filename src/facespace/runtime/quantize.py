@@ -1,6 +1,6 @@
 """Static int8 quantisation of an embedding network for ONNX Runtime.
 
-The float ONNX graph (:mod:`facespace.models.onnx_backend`) is quantised in
+The float ONNX graph (:mod:`facespace.runtime.onnx_backend`) is quantised in
 QDQ form with per-channel int8 weights and uint8 activations. The activation
 ranges are data, not computed at load time: ``benchmarks/int8.py`` measures
 them (min/max) on real face crops of ``celeba-299`` -- identities disjoint
@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from ..errors import FacespaceError
-from .onnx_backend import DEFAULT_OPSET, OnnxNetwork, _atomic_target, export_embedder
+from ..files import atomic_path
+from .onnx_backend import DEFAULT_OPSET, OnnxNetwork, cached_graph, export_embedder, float_graph_path
+
+if TYPE_CHECKING:
+    from ..pretrained.registry import PretrainedConfig
 
 __all__ = ["calibration_file", "int8_id", "load_int8_embedder", "measure_ranges", "quantize_graph"]
 
@@ -108,36 +111,22 @@ def measure_ranges(float_path: str | Path, batches: Iterable[np.ndarray], ranges
 def quantize_graph(float_path: str | Path, out_path: str | Path, ranges: str | Path) -> Path:
     """Write the int8 form of ``float_path`` to ``out_path`` (atomically) from stored ``ranges``."""
     out_path = Path(out_path)
-    tmp_out = _atomic_target(out_path)
-    try:
-        with tempfile.TemporaryDirectory(prefix="facespace-int8-") as tmp:
-            _quantize(_prepared(Path(float_path), Path(tmp)), tmp_out, None, Path(ranges))
-        os.replace(tmp_out, out_path)
-    except BaseException:
-        tmp_out.unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp_out, tempfile.TemporaryDirectory(prefix="facespace-int8-") as tmp:
+        _quantize(_prepared(Path(float_path), Path(tmp)), tmp_out, None, Path(ranges))
     return out_path
 
 
 
 
-def load_int8_embedder(name: str | None = None, threads: int | None = None,
+def load_int8_embedder(model: "PretrainedConfig | str | None" = None, threads: int | None = None,
                        opset: int = DEFAULT_OPSET) -> OnnxNetwork:
-    """The int8 ONNX Runtime form of embedder ``name``, quantised into the weight cache on first use."""
-    from . import onnx_cache_path
-    from ..registry import get_config
-    from ..weights import weight_paths
+    """The int8 ONNX Runtime form of embedder ``model``, quantised into the weight cache on first use."""
+    from ..pretrained.registry import resolve_config
 
-    config = get_config(name, "embedder")
+    config = resolve_config(model, "embedder")
     ranges = calibration_file(config.name)
-    float_path = onnx_cache_path(config, weight_paths(config.name, "embedder"), opset)
+    float_path = float_graph_path(config, opset)
     if not float_path.is_file():
-        export_embedder(config.name, float_path, opset)
+        export_embedder(config, float_path, opset)
     path = float_path.with_name(f"{float_path.stem}-int8-{int8_id(config.name)}.onnx")
-    if not path.is_file():
-        quantize_graph(float_path, path, ranges)
-    try:
-        return OnnxNetwork(path, threads=threads)
-    except Exception:  # a corrupt cached file: quantise again once
-        quantize_graph(float_path, path, ranges)
-        return OnnxNetwork(path, threads=threads)
+    return cached_graph(path, lambda p: quantize_graph(float_path, p, ranges), threads)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import facenet_paper
+from .registry import get_architecture
 
 #: Figures stated in the FaceNet paper (Table 1, Table 2 and section 6.2).
 #: ``None`` where the paper gives no number.
@@ -72,24 +72,19 @@ def count_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> int:
 
 
 def _build(name: str, input_size, embedding_size: int | None) -> tuple[nn.Module, tuple[int, int], str]:
-    key = name.lower()
-    if key in facenet_paper.ARCHITECTURES:
-        model = facenet_paper.build(key, embedding_size or 128, input_size)
-        return model, model.input_size, "facenet-paper"
-    if key in ("inception_resnet_v1", "inception-resnet-v1"):
-        from .inception_resnet_v1 import InceptionResnetV1
+    """A registered architecture, or the architecture of a registered pretrained embedder."""
+    try:
+        spec = get_architecture(name)
+        embedding_size = embedding_size or 128
+    except ValueError:
+        from ..pretrained.registry import get_config  # a registered pretrained name
 
-        size = input_size or 160
-        return InceptionResnetV1(embedding_size=embedding_size or 128), _size(size), "inception_resnet_v1"
-    from ..registry import get_config  # a registered pretrained name
-
-    config = get_config(name, "embedder")
-    if config.architecture != "inception_resnet_v1":
-        raise ValueError(f"no architecture builder for {config.architecture!r}")
-    from .inception_resnet_v1 import InceptionResnetV1
-
-    model = InceptionResnetV1(embedding_size=embedding_size or config.embedding_size)
-    return model, _size(input_size or config.input_size), config.architecture
+        config = get_config(name, "embedder")
+        spec = get_architecture(config.architecture)
+        embedding_size = embedding_size or config.embedding_size
+        input_size = input_size or config.input_size
+    size = _size(input_size) if input_size else spec.input_size
+    return spec.create(embedding_size, size), size, spec.family
 
 
 def _size(size) -> tuple[int, int]:

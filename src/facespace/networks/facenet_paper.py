@@ -32,6 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_model
+
+FAMILY = "facenet-paper"
+
 Size = int | tuple[int, int]
 
 
@@ -245,18 +249,22 @@ class InceptionNet(Embedding):
         return x
 
 
+@register_model("nn1", 220, FAMILY)
 def nn1(embedding_size: int = 128, input_size: Size = 220, **kw) -> NN1:
     return NN1(embedding_size, input_size, **kw)
 
 
+@register_model("nn2", 224, FAMILY)
 def nn2(embedding_size: int = 128, input_size: Size = 224, **kw) -> InceptionNet:
     return InceptionNet(NN2_MODULES, embedding_size, input_size, **kw)
 
 
+@register_model("nn3", 160, FAMILY)
 def nn3(embedding_size: int = 128, input_size: Size = 160, **kw) -> InceptionNet:
     return nn2(embedding_size, input_size, **kw)
 
 
+@register_model("nn4", 96, FAMILY)
 def nn4(embedding_size: int = 128, input_size: Size = 96, **kw) -> InceptionNet:
     return nn2(embedding_size, input_size, **kw)
 
@@ -280,33 +288,17 @@ NNS2_MODULES: dict[str, InceptionSpec] = {
 }
 
 
+@register_model("nns1", 165, FAMILY)
 def nns1(embedding_size: int = 128, input_size: Size = 165, **kw) -> InceptionNet:
     kw.setdefault("fc_units", 1360)
     return InceptionNet(NNS1_MODULES, embedding_size, input_size, stem=(32, 32, 96),
                         pooling="flatten", **kw)
 
 
+@register_model("nns2", (140, 116), FAMILY)
 def nns2(embedding_size: int = 128, input_size: Size = (140, 116), **kw) -> InceptionNet:
     kw.setdefault("fc_units", 288)
     return InceptionNet(NNS2_MODULES, embedding_size, input_size, stem=(16, 0, 32), stem_kernel=5,
                         pooling="flatten", **kw)
 
 
-ARCHITECTURES: dict[str, Callable[..., Embedding]] = {
-    "nn1": nn1, "nn2": nn2, "nn3": nn3, "nn4": nn4, "nns1": nns1, "nns2": nns2,
-}
-
-#: Input size (height, width) each paper network was defined for.
-DEFAULT_INPUT_SIZE: dict[str, tuple[int, int]] = {
-    "nn1": (220, 220), "nn2": (224, 224), "nn3": (160, 160), "nn4": (96, 96),
-    "nns1": (165, 165), "nns2": (140, 116),
-}
-
-
-def build(name: str, embedding_size: int = 128, input_size: Size | None = None, **kw) -> Embedding:
-    """One of the paper's networks by name (``nn1`` .. ``nns2``), randomly initialised."""
-    key = name.lower()
-    if key not in ARCHITECTURES:
-        raise ValueError(f"unknown FaceNet paper architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    size = DEFAULT_INPUT_SIZE[key] if input_size is None else input_size
-    return ARCHITECTURES[key](embedding_size=embedding_size, input_size=size, **kw)

@@ -10,13 +10,23 @@ same uint8 pixels always give the same network input.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
-MODES = ("prewhiten", "fixed")
+from ..errors import check_choice
+from ..pretrained.registry import Normalisation
+
+MODES: tuple[str, ...] = get_args(Normalisation)
 
 
-def normalise(images: np.ndarray | torch.Tensor, mode: str) -> torch.Tensor:
+def fixed_scale(x: torch.Tensor) -> torch.Tensor:
+    """``(x - 127.5) / 128``: 0..255 pixel values to about -1..1 (the "fixed" rule, also MTCNN's input)."""
+    return (x - 127.5) / 128.0
+
+
+def normalise(images: np.ndarray | torch.Tensor, mode: Normalisation) -> torch.Tensor:
     """RGB images -> a float32 ``N x 3 x H x W`` network input.
 
     ``images``: a numpy array or tensor of pixel values 0..255 (uint8 or float),
@@ -24,8 +34,7 @@ def normalise(images: np.ndarray | torch.Tensor, mode: str) -> torch.Tensor:
     axis is not 3 but whose second is, is taken as already ``N x 3 x H x W``.
     A tensor's device is kept.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown normalisation {mode!r}; expected one of {MODES}")
+    check_choice(mode, Normalisation, "normalisation")
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     if x.ndim == 3:
         x = x.unsqueeze(0)
@@ -37,7 +46,7 @@ def normalise(images: np.ndarray | torch.Tensor, mode: str) -> torch.Tensor:
         raise ValueError(f"expected 3 colour channels, got shape {tuple(x.shape)}")
     x = x.to(torch.float64)
     if mode == "fixed":
-        out = (x - 127.5) / 128.0
+        out = fixed_scale(x)
     else:
         n = x[0].numel()
         mean = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register_model
+
 BN_EPS = 1e-3  # TF-slim / Keras default used by facenet; PyTorch's is 1e-5
 
 
@@ -164,7 +166,7 @@ class InceptionResnetV1(nn.Module):
     """FaceNet's Inception-ResNet-v1 embedding network.
 
     ``forward(x)`` takes a float tensor ``N x 3 x 160 x 160`` that is already
-    normalised (see :func:`facespace.models.preprocess.normalise`) and returns
+    normalised (see :func:`facespace.runtime.preprocess.normalise`) and returns
     L2-normalised embeddings ``N x embedding_size``; ``forward(x,
     normalize=False)`` or :meth:`bottleneck` give the raw bottleneck output
     (after its batch norm, before L2 normalisation).
@@ -209,6 +211,13 @@ class InceptionResnetV1(nn.Module):
     def forward(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = self.bottleneck(x)
         return F.normalize(x, p=2.0, dim=1, eps=1e-10) if normalize else x
+
+
+@register_model("inception_resnet_v1", 160, "inception_resnet_v1")
+def inception_resnet_v1(embedding_size: int = 128, input_size: int | tuple[int, int] = 160,
+                        **kwargs) -> InceptionResnetV1:
+    """Inception-ResNet-v1 (any input of at least 75 px: the head pools globally)."""
+    return InceptionResnetV1(embedding_size=embedding_size, **kwargs)
 
 
 def slim_scope(module_path: str) -> str:

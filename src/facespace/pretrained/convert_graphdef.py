@@ -1,6 +1,6 @@
 """Convert Sandberg's frozen FaceNet graph (``graph_final.pb``, 20180408-102900) to PyTorch.
 
-The graph (read with :mod:`facespace.models.graphdef`, no TensorFlow needed)
+The graph (read with :mod:`facespace.pretrained.graphdef`, no TensorFlow needed)
 has its batch norms folded: each slim conv unit is
 ``Conv2D(x, <scope>/weights) -> BiasAdd(<scope>/Conv2D_bn_offset) -> Relu``,
 so it maps onto ``InceptionResnetV1(folded_bn=True)`` whose conv-bn units are
@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from .graphdef import NodeDef, read_graph
-from .inception_resnet_v1 import BasicConv2d, InceptionResnetV1, conv_units, slim_scope
+from ..networks.inception_resnet_v1 import BasicConv2d, InceptionResnetV1, conv_units, slim_scope
 
 ROOT = "InceptionResnetV1/"
 

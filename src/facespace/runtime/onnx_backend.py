@@ -1,13 +1,13 @@
 """ONNX export of the networks and an ONNX Runtime backend for the embedding network.
 
 * :func:`export_embedder` writes a registered embedding network (batch norms
-  folded, see :mod:`facespace.models.fuse`) as an ONNX graph with a dynamic
+  folded, see :mod:`facespace.runtime.fuse`) as an ONNX graph with a dynamic
   batch axis: input ``input`` ``N x 3 x S x S`` float32, already normalised
-  (:func:`facespace.models.preprocess.normalise`), output ``embedding``
+  (:func:`facespace.runtime.preprocess.normalise`), output ``embedding``
   ``N x D``, L2-normalised.
 * :func:`export_mtcnn` writes P-, R- and O-Net (P-Net with dynamic height and
   width, R-/O-Net with dynamic batch); inputs are normalised as
-  :func:`facespace.models.mtcnn_nets.normalise` does.
+  :func:`facespace.runtime.preprocess.fixed_scale` does.
 * :class:`OnnxNetwork` runs an exported graph with ONNX Runtime behind the
   same call signature as the torch module (tensor in; a tensor out, or a
   tuple for several outputs), so :class:`facespace.embedding.Embedder` and
@@ -22,15 +22,19 @@ half-written graph.
 
 from __future__ import annotations
 
-import os
-import uuid
+import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from ..errors import FacespaceError
+from ..files import atomic_path
+
+if TYPE_CHECKING:
+    from ..pretrained.registry import PretrainedConfig
 
 __all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxNetwork",
            "load_onnx_embedder", "load_onnx_mtcnn", "DEFAULT_OPSET"]
@@ -49,19 +53,12 @@ class _Embed(nn.Module):
         return self.net(x)
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
-
-
 def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path,
                   input_names: list[str], output_names: list[str],
                   dynamic_axes: dict[str, dict[int, str]], opset: int = DEFAULT_OPSET) -> Path:
     """Trace ``module`` (eval mode, on CPU) to ONNX at ``path``, atomically; checks the file."""
-    path = Path(path)
     module = module.to("cpu").eval()
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter
             torch.onnx.export(module, example, str(tmp), input_names=input_names,
@@ -73,20 +70,17 @@ def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: st
             pass
         else:
             onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
-def export_embedder(name: str | None, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export the registered embedding network ``name`` (BN folded) to ``path``."""
-    from . import load_embedder
-    from ..registry import get_config
+def export_embedder(model: "PretrainedConfig | str | None", path: str | Path,
+                    opset: int = DEFAULT_OPSET) -> Path:
+    """Export the registered embedding network ``model`` (config or name; BN folded) to ``path``."""
+    from ..pretrained.loader import load_embedder
+    from ..pretrained.registry import resolve_config
 
-    config = get_config(name, "embedder")
-    net = load_embedder(config.name, device="cpu", fuse=True)
+    config = resolve_config(model, "embedder")
+    net = load_embedder(config, device="cpu", fuse=True)
     size = config.input_size
     example = (torch.zeros(2, 3, size, size),)
     return export_module(_Embed(net), example, path, ["input"], ["embedding"],
@@ -96,8 +90,8 @@ def export_embedder(name: str | None, path: str | Path, opset: int = DEFAULT_OPS
 def export_mtcnn(directory: str | Path, name: str | None = None,
                  opset: int = DEFAULT_OPSET) -> dict[str, Path]:
     """Export P-, R- and O-Net of detector ``name`` as ``pnet.onnx`` etc. into ``directory``."""
-    from ..models.mtcnn_nets import load_net
-    from ..weights import weight_paths
+    from ..pretrained.loader import load_mtcnn_net
+    from ..pretrained.weights import weight_paths
 
     paths = weight_paths(name, kind="detector")
     directory = Path(directory)
@@ -113,7 +107,7 @@ def export_mtcnn(directory: str | Path, name: str | None = None,
     }
     out = {}
     for key, (shape, outputs, axes) in specs.items():
-        net = load_net(key, paths[key], "cpu")
+        net = load_mtcnn_net(key, paths[key], "cpu")
         out[key] = export_module(net, (torch.zeros(shape),), directory / f"{key}.onnx", ["input"], outputs,
                                  axes, opset)
     return out
@@ -159,37 +153,46 @@ class OnnxNetwork:
         return f"OnnxNetwork({str(self.path)!r})"
 
 
-def load_onnx_embedder(name: str | None = None, threads: int | None = None,
-                       opset: int = DEFAULT_OPSET) -> OnnxNetwork:
-    """The ONNX Runtime form of embedder ``name``, exported into the weight cache on first use."""
-    from . import onnx_cache_path
-    from ..registry import get_config
-    from ..weights import weight_paths
-
-    config = get_config(name, "embedder")
-    path = onnx_cache_path(config, weight_paths(config.name, "embedder"), opset)
+def cached_graph(path: Path, make: Callable[[Path], Path], threads: int | None = None) -> OnnxNetwork:
+    """Run the graph cached at ``path``, made by ``make(path)`` when missing or unreadable
+    (a read-only cache: made in a private temporary folder instead)."""
     if not path.is_file():
         try:
-            export_embedder(config.name, path, opset)
-        except OSError as exc:  # read-only cache: export to a private temporary file
-            import tempfile
-
-            warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=2)
-            path = export_embedder(config.name, Path(tempfile.mkdtemp()) / path.name, opset)
+            make(path)
+        except OSError as exc:
+            warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=3)
+            path = make(Path(tempfile.mkdtemp()) / path.name)
     try:
         return OnnxNetwork(path, threads=threads)
     except FacespaceError:
         raise
-    except Exception:  # a corrupt cached file: export again once
-        export_embedder(config.name, path, opset)
+    except Exception:  # a corrupt cached file: make it again once
+        make(path)
         return OnnxNetwork(path, threads=threads)
+
+
+def float_graph_path(config: "PretrainedConfig", opset: int = DEFAULT_OPSET) -> Path:
+    """Where the float ONNX graph of an embedder is cached (its weights fetched first)."""
+    from ..pretrained.loader import onnx_cache_path
+    from ..pretrained.weights import weight_paths
+
+    return onnx_cache_path(config, weight_paths(config), opset)
+
+
+def load_onnx_embedder(model: "PretrainedConfig | str | None" = None, threads: int | None = None,
+                       opset: int = DEFAULT_OPSET) -> OnnxNetwork:
+    """The ONNX Runtime form of embedder ``model``, exported into the weight cache on first use."""
+    from ..pretrained.registry import resolve_config
+
+    config = resolve_config(model, "embedder")
+    return cached_graph(float_graph_path(config, opset), lambda p: export_embedder(config, p, opset), threads)
 
 
 def load_onnx_mtcnn(name: str | None = None, threads: int | None = None,
                     opset: int = DEFAULT_OPSET) -> list[OnnxNetwork]:
     """P-, R- and O-Net of detector ``name`` run by ONNX Runtime, exported into the weight cache
     (beside the torch weights) on first use."""
-    from ..weights import weight_paths
+    from ..pretrained.weights import weight_paths
 
     paths = weight_paths(name, kind="detector")
     folder = paths["pnet"].parent / f"onnx-opset{opset}"

@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-from .errors import UnknownModelError
+from ..errors import UnknownModelError
 
 Normalisation = Literal["prewhiten", "fixed"]
 
@@ -54,7 +54,7 @@ class PretrainedConfig:
 
 @lru_cache(maxsize=1)
 def _load() -> dict:
-    text = resources.files(__package__).joinpath("pretrained.toml").read_text()
+    text = resources.files("facespace").joinpath("pretrained.toml").read_text()
     return tomllib.loads(text)
 
 
@@ -86,3 +86,8 @@ def get_config(name: str | None = None, kind: str = "embedder") -> PretrainedCon
 
 def default_model(kind: str = "embedder") -> str:
     return _load()[f"default_{kind}"]
+
+
+def resolve_config(model: "PretrainedConfig | str | None", kind: str = "embedder") -> PretrainedConfig:
+    """``model`` itself when it is already a config, else its registry entry (by name, or the default)."""
+    return model if isinstance(model, PretrainedConfig) else get_config(model, kind)

@@ -8,7 +8,7 @@ images (MATLAB hands Caffe an H x W array as if it were W x H). The converted
 convolution kernels already account for that, but the dense layers expect
 their input flattened in the transposed (width-major) order, so R-Net and
 O-Net permute ``(N, C, H, W) -> (N, W, H, C)`` before flattening. Inputs are
-RGB, normalised as ``(x - 127.5) * 0.0078125``; max-pooling rounds up
+RGB, normalised as ``(x - 127.5) / 128`` (:func:`facespace.runtime.preprocess.fixed_scale`); max-pooling rounds up
 (``ceil_mode=True``) as Caffe does.
 
 Outputs are probabilities (softmax over background/face), box regression
@@ -18,18 +18,11 @@ for O-Net, ten landmark values: five x fractions then five y fractions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PNet", "RNet", "ONet", "normalise", "load_net"]
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """Map 0..255 RGB values to the range the MTCNN weights were trained on."""
-    return (images - 127.5) * 0.0078125
+__all__ = ["PNet", "RNet", "ONet", "NETWORKS"]
 
 
 def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
@@ -118,16 +111,5 @@ class ONet(nn.Module):
         x = self.prelu5(self.dense5(_flatten_transposed(x)))
         return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)
 
-
-_NETS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-
-
-def load_net(kind: str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build ``kind`` ("pnet", "rnet" or "onet"), load its state dict strictly, set eval mode."""
-    try:
-        net = _NETS[kind]()
-    except KeyError:
-        raise ValueError(f"unknown MTCNN network {kind!r}; expected one of {sorted(_NETS)}") from None
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval()
+#: The three networks by the registry keys of their weight files.
+NETWORKS: dict[str, type[nn.Module]] = {"pnet": PNet, "rnet": RNet, "onet": ONet}

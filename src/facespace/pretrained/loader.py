@@ -1,9 +1,9 @@
-"""Embedding networks and the conversion of their pretrained weights.
+"""The loader: the one place a registered model becomes a network holding its pretrained weights.
 
-Two small tables drive :func:`load_embedder`:
+The network comes from the architecture registry
+(:func:`facespace.networks.create_model`, by the entry's ``architecture``);
+one table says how weights are converted:
 
-* ``ARCHITECTURES``: registry ``architecture`` -> ``builder(config, **kwargs)``
-  returning an untrained ``nn.Module``;
 * ``FORMATS``: registry ``format`` -> :class:`WeightFormat`, i.e. a
   ``convert(model, paths)`` returning a state_dict for ``model``, plus the
   keyword arguments the architecture needs to hold such weights (the frozen
@@ -12,16 +12,14 @@ Two small tables drive :func:`load_embedder`:
 Converted state_dicts are cached as ``.pt`` files next to the weight file,
 named by a key over the weight sha256, architecture, format and
 ``CONVERTER_VERSION``, so a changed file or converter never reuses a stale
-cache. Add an architecture or format with :func:`register_architecture` /
-:func:`register_format`.
+cache. Add an architecture with ``@register_model`` beside its definition in
+:mod:`facespace.networks`, a weight format with :func:`register_format`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +29,17 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..registry import PretrainedConfig, get_config
-from ..weights import weight_paths
+from ..files import atomic_path
+from ..networks import create_model
+from .registry import PretrainedConfig, resolve_config
+from .weights import weight_paths
 
-__all__ = ["load_embedder", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
-           "register_architecture", "register_format", "ARCHITECTURES", "FORMATS",
-           "CONVERTER_VERSION"]
+__all__ = ["load_embedder", "load_mtcnn_net", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
+           "register_format", "FORMATS", "CONVERTER_VERSION"]
 
 # Bump when a converter or an architecture's parameter layout changes.
 CONVERTER_VERSION = 1
 
-Builder = Callable[..., nn.Module]
 Converter = Callable[[nn.Module, dict[str, Path]], dict[str, torch.Tensor]]
 
 
@@ -49,12 +47,6 @@ Converter = Callable[[nn.Module, dict[str, Path]], dict[str, torch.Tensor]]
 class WeightFormat:
     convert: Converter
     model_kwargs: dict = field(default_factory=dict)
-
-
-def _inception_resnet_v1(config: PretrainedConfig, **kwargs) -> nn.Module:
-    from .inception_resnet_v1 import InceptionResnetV1
-
-    return InceptionResnetV1(embedding_size=config.embedding_size, **kwargs)
 
 
 def _keras_h5(model: nn.Module, paths: dict[str, Path]) -> dict[str, torch.Tensor]:
@@ -69,40 +61,36 @@ def _tf_graphdef(model: nn.Module, paths: dict[str, Path]) -> dict[str, torch.Te
     return convert_tf_graphdef(paths["weights"], model)
 
 
-ARCHITECTURES: dict[str, Builder] = {"inception_resnet_v1": _inception_resnet_v1}
 FORMATS: dict[str, WeightFormat] = {
     "keras_h5": WeightFormat(_keras_h5),
     "tf_graphdef": WeightFormat(_tf_graphdef, {"folded_bn": True}),
 }
 
 
-def register_architecture(name: str, builder: Builder) -> None:
-    ARCHITECTURES[name] = builder
-
-
 def register_format(name: str, convert: Converter, **model_kwargs) -> None:
     FORMATS[name] = WeightFormat(convert, model_kwargs)
 
 
-def _lookup(config: PretrainedConfig) -> tuple[Builder, WeightFormat]:
-    builder = ARCHITECTURES.get(config.architecture)
+def _format(config: PretrainedConfig) -> WeightFormat:
     fmt = FORMATS.get(config.format)
-    if builder is None:
-        raise WeightsError(f"model {config.name!r}: unknown architecture {config.architecture!r}")
     if fmt is None:
         raise WeightsError(f"model {config.name!r}: unknown weight format {config.format!r}")
-    return builder, fmt
+    return fmt
 
 
 def build_embedder(config: PretrainedConfig) -> nn.Module:
     """The untrained network for a registry entry, shaped to hold its converted weights."""
-    builder, fmt = _lookup(config)
-    return builder(config, **fmt.model_kwargs)
+    fmt = _format(config)
+    try:
+        return create_model(config.architecture, embedding_size=config.embedding_size,
+                            input_size=config.input_size or None, **fmt.model_kwargs)
+    except ValueError as exc:
+        raise WeightsError(f"model {config.name!r}: {exc}") from None
 
 
 def converted_cache_path(config: PretrainedConfig, paths: dict[str, Path]) -> Path:
     """Where the converted state_dict of ``config`` is cached (beside its first weight file)."""
-    _, fmt = _lookup(config)
+    fmt = _format(config)
     key = json.dumps({
         "architecture": config.architecture, "format": config.format,
         "embedding_size": config.embedding_size, "model_kwargs": fmt.model_kwargs,
@@ -125,19 +113,8 @@ def onnx_cache_path(config: PretrainedConfig, paths: dict[str, Path], opset: int
 def convert_weights(config: PretrainedConfig, paths: dict[str, Path],
                     model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Convert the weight files of ``config`` into a state_dict (no caching)."""
-    _, fmt = _lookup(config)
+    fmt = _format(config)
     return fmt.convert(model if model is not None else build_embedder(config), paths)
-
-
-def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "xb") as handle:  # honours the umask, unlike mkstemp's 0600
-            torch.save(state, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _load_cached(path: Path) -> dict[str, torch.Tensor] | None:
@@ -149,34 +126,48 @@ def _load_cached(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def load_embedder(name: str | None = None, device: str | torch.device = "cpu",
+def load_embedder(model: PretrainedConfig | str | None = None, device: str | torch.device = "cpu",
                   fuse: bool = False) -> nn.Module:
-    """The pretrained embedding network ``name`` (default: the registry's default
-    embedder), weights fetched, converted (cached) and loaded, in eval mode.
+    """The pretrained embedding network ``model`` (a registry config, or its name; default:
+    the registry's default embedder), weights fetched, converted (cached) and loaded, in eval mode.
 
     The returned module maps normalised ``N x 3 x S x S`` float tensors (see
-    :func:`facespace.models.preprocess.normalise`) to L2-normalised embeddings.
+    :func:`facespace.runtime.preprocess.normalise`) to L2-normalised embeddings.
     ``fuse=True`` folds its batch norms into the preceding layers
-    (:func:`facespace.models.fuse.fuse_for_inference`): same outputs to ~1e-6,
+    (:func:`facespace.runtime.fuse.fuse_for_inference`): same outputs to ~1e-6,
     faster, but no longer trainable.
     """
-    config = get_config(name, "embedder")
-    model = build_embedder(config)
-    paths = weight_paths(config.name, "embedder")
+    config = resolve_config(model, "embedder")
+    network = build_embedder(config)
+    paths = weight_paths(config)
     cache = converted_cache_path(config, paths)
     state = _load_cached(cache)
     if state is None:
-        state = convert_weights(config, paths, model)
+        state = convert_weights(config, paths, network)
         try:
-            _save_atomic(state, cache)
+            with atomic_path(cache) as tmp:
+                torch.save(state, tmp)
         except OSError as exc:  # a read-only cache still works, just slower
             warnings.warn(f"could not cache converted weights at {cache}: {exc}", stacklevel=2)
     try:
-        model.load_state_dict(state, strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"converted weights do not fit model {config.name!r}: {exc}") from exc
     if fuse:
-        from .fuse import fuse_for_inference
+        from ..runtime.fuse import fuse_for_inference
 
-        fuse_for_inference(model)
-    return model.to(device).eval()
+        fuse_for_inference(network)
+    return network.to(device).eval()
+
+
+def load_mtcnn_net(kind: str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """MTCNN network ``kind`` ("pnet", "rnet" or "onet") with its weight file loaded strictly, in eval mode."""
+    from ..networks.mtcnn_nets import NETWORKS
+
+    try:
+        net = NETWORKS[kind]()
+    except KeyError:
+        raise ValueError(f"unknown MTCNN network {kind!r}; expected one of {sorted(NETWORKS)}") from None
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return net.to(device).eval()

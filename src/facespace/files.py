@@ -1,0 +1,70 @@
+"""Files: atomic writes, checksums and which files count as images.
+
+Every file facespace writes (weights, converted caches, ONNX graphs, shards of
+the evaluation cache, exports, checkpoints, aligned crops) goes through
+:func:`atomic_path`, so a crash or a full disk never leaves a half-written
+file under the final name, and concurrent writers never share a temporary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["IMAGE_SUFFIXES", "atomic_path", "atomic_write_bytes", "sha256_of", "is_image_file", "image_files"]
+
+#: File name endings read as images when a folder is scanned (lower case).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, mkdir: bool = True) -> Iterator[Path]:
+    """A fresh temporary path beside ``path``: write it inside the block, and it replaces ``path``
+    when the block ends without error (it is removed otherwise).
+
+    The temporary name starts with a dot and keeps the suffix (``.x.npz.<id>.part.npz``), so
+    writers that insist on an extension work and folder globs (``shard-*.npz``) never see it.
+    """
+    path = Path(path)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_image_file(path: Path) -> bool:
+    """A regular file whose name ends in one of :data:`IMAGE_SUFFIXES` (hidden files are not)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """The image files under ``folder`` (recursively by default), sorted."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if is_image_file(p))
