@@ -92,3 +92,17 @@ def test_bad_arrays_and_types():
         load_image(12345)  # type: ignore[arg-type]
     with pytest.raises(ImageLoadError, match="0 bytes"):
         load_image(b"")
+
+
+def test_pillow_bomb_guard_is_left_alone(bad_inputs):
+    """Importing facespace must not switch off Pillow's decompression-bomb guard for the application."""
+    import subprocess
+    import sys
+
+    code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import facespace, facespace.imageio; "
+            "import facespace.pipeline; print(before == Image.MAX_IMAGE_PIXELS and before is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    # An image over Pillow's own limit is still refused as too large, with our message.
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        load_image(bad_inputs["bomb"], max_pixels=10**12)

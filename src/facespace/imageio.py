@@ -3,7 +3,9 @@
 Accepts a path, raw bytes, a NumPy array or a PIL image; honours EXIF
 orientation; converts greyscale, RGBA, palette, CMYK and 16-bit images to RGB;
 and refuses images with more pixels than ``max_pixels`` before decoding them,
-so a decompression bomb cannot exhaust memory.
+so a decompression bomb cannot exhaust memory. Pillow's own global guard
+(``Image.MAX_IMAGE_PIXELS``) is left as the application has it; an image over
+it is refused as too large too.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
 
 #: Default pixel limit: 64 megapixels (an 8000x8000 photo) is accepted.
 DEFAULT_MAX_PIXELS = 64_000_000
-
-# We check sizes ourselves before decoding; PIL's own bomb check would raise
-# on a different, hidden limit.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def describe(source: ImageInput) -> str:
@@ -89,11 +87,34 @@ def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
             image.load()
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (left as the application set it) fires at open, before our check.
+        size = _header_size(handle)
+        if size[0] and size[1]:
+            _check_size(size, min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)), name)
+        raise ImageTooLargeError(f"{name}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name}: not an image or an unsupported format") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from exc
     return _pil_to_rgb(image)
+
+
+def _header_size(handle) -> tuple[int, int]:
+    """(width, height) from the file's header, read by the format plugin that accepts it
+    (what ``Image.open`` does, without its bomb check, so a refusal can name the size)."""
+    Image.init()
+    for plugin in Image.ID:
+        factory, accept = Image.OPEN[plugin]
+        handle.seek(0)
+        if accept is not None and not accept(handle.read(16)):
+            continue
+        handle.seek(0)
+        try:
+            return factory(handle, "").size
+        except Exception:  # noqa: BLE001 - not this format; Pillow tries the next one the same way
+            continue
+    return (0, 0)
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
