@@ -9,13 +9,15 @@ file under the final name, and concurrent writers never share a temporary.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["IMAGE_SUFFIXES", "atomic_path", "atomic_write_bytes", "sha256_of", "is_image_file", "image_files"]
+__all__ = ["IMAGE_SUFFIXES", "atomic_path", "atomic_write_bytes", "sha256_of", "is_image_file", "image_files",
+           "manifest_path", "write_manifest", "has_valid_manifest"]
 
 #: File name endings read as images when a folder is scanned (lower case).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -56,6 +58,33 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """The sidecar that records what a derived file (a converted or exported cache) was made from."""
+    path = Path(path)
+    return path.with_name(path.name + ".manifest.json")
+
+
+def write_manifest(path: str | os.PathLike, sources: dict) -> None:
+    """Record the sha256 of ``path`` itself and ``sources`` (what it was made from) beside it.
+
+    Written after the file, so a crash in between leaves a file without a manifest: not trusted.
+    """
+    record = {"sha256": sha256_of(path), "sources": sources}
+    atomic_write_bytes(manifest_path(path), json.dumps(record, sort_keys=True, indent=1).encode())
+
+
+def has_valid_manifest(path: str | os.PathLike, sources: dict) -> bool:
+    """True when ``path`` exists, its manifest names the same ``sources`` and its bytes still
+    have the recorded sha256 (so a truncated, overwritten or tampered cache is never used)."""
+    path = Path(path)
+    try:
+        record = json.loads(manifest_path(path).read_text())
+        return (path.is_file() and record.get("sources") == json.loads(json.dumps(sources))
+                and record.get("sha256") == sha256_of(path))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def is_image_file(path: Path) -> bool:

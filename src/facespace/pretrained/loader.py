@@ -12,7 +12,11 @@ one table says how weights are converted:
 Converted state_dicts are cached as ``.pt`` files next to the weight file,
 named by a key over the weight sha256, architecture, format and
 ``CONVERTER_VERSION``, so a changed file or converter never reuses a stale
-cache. Add an architecture with ``@register_model`` beside its definition in
+cache. Each cache has a manifest (:func:`facespace.files.write_manifest`: its
+own sha256 and what it was made from), checked on every load: a truncated,
+overwritten or tampered cache is converted again from the weight files, which
+are themselves checked against the registry's sha256 (and fetched again if
+they differ). Add an architecture with ``@register_model`` beside its definition in
 :mod:`facespace.networks`, a weight format with :func:`register_format`.
 """
 
@@ -29,10 +33,10 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import atomic_path
+from ..files import atomic_path, has_valid_manifest, write_manifest
 from ..networks import create_model
 from .registry import PretrainedConfig, resolve_config
-from .weights import weight_paths
+from .weights import local_paths, weight_paths
 
 __all__ = ["load_embedder", "load_mtcnn_net", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
            "register_format", "FORMATS", "CONVERTER_VERSION"]
@@ -117,13 +121,33 @@ def convert_weights(config: PretrainedConfig, paths: dict[str, Path],
     return fmt.convert(model if model is not None else build_embedder(config), paths)
 
 
-def _load_cached(path: Path) -> dict[str, torch.Tensor] | None:
-    if not path.is_file():
+def cache_sources(config: PretrainedConfig) -> dict:
+    """What a converted cache of ``config`` is made from (recorded in its manifest)."""
+    return {"files": {k: v.sha256 for k, v in sorted(config.files.items())}, "format": config.format,
+            "architecture": config.architecture, "converter": CONVERTER_VERSION}
+
+
+def _load_cached(path: Path, sources: dict) -> dict[str, torch.Tensor] | None:
+    """The cached state, only if its manifest vouches for its bytes (else convert again)."""
+    if not has_valid_manifest(path, sources):
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable or truncated: convert again and overwrite
+    except Exception:  # unreadable despite its checksum: convert again and overwrite
         return None
+
+
+def _convert_and_cache(config: PretrainedConfig, network: nn.Module, cache: Path,
+                       sources: dict) -> dict[str, torch.Tensor]:
+    """Convert the (verified, fetched if need be) weight files and cache the state with its manifest."""
+    state = convert_weights(config, weight_paths(config), network)
+    try:
+        with atomic_path(cache) as tmp:
+            torch.save(state, tmp)
+        write_manifest(cache, sources)
+    except OSError as exc:  # a read-only cache still works, just slower
+        warnings.warn(f"could not cache converted weights at {cache}: {exc}", stacklevel=3)
+    return state
 
 
 def load_embedder(model: PretrainedConfig | str | None = None, device: str | torch.device = "cpu",
@@ -139,16 +163,11 @@ def load_embedder(model: PretrainedConfig | str | None = None, device: str | tor
     """
     config = resolve_config(model, "embedder")
     network = build_embedder(config)
-    paths = weight_paths(config)
-    cache = converted_cache_path(config, paths)
-    state = _load_cached(cache)
+    cache = converted_cache_path(config, local_paths(config))
+    sources = cache_sources(config)
+    state = _load_cached(cache, sources)
     if state is None:
-        state = convert_weights(config, paths, network)
-        try:
-            with atomic_path(cache) as tmp:
-                torch.save(state, tmp)
-        except OSError as exc:  # a read-only cache still works, just slower
-            warnings.warn(f"could not cache converted weights at {cache}: {exc}", stacklevel=2)
+        state = _convert_and_cache(config, network, cache, sources)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

