@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = (ROOT / ".." / "shared" / "data" / "lfw" / "lfw-deepfunneled").resolve()
-PAIRS_DEV_TRAIN = (ROOT / ".." / "shared" / "data" / "lfw" / "pairsDevTrain.txt").resolve()
-RESULTS = ROOT / "benchmarks" / "results"
+from _paths import DATA, RESULTS
+
+LFW = (DATA / "lfw" / "lfw-deepfunneled").resolve()
+PAIRS_DEV_TRAIN = (DATA / "lfw" / "pairsDevTrain.txt").resolve()
 
 
 def lfw_people() -> dict[str, list[Path]]:

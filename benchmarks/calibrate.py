@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_LFW = HERE.parent / ".." / "shared" / "data" / "lfw"
+from _paths import DATA
+
+DEFAULT_LFW = DATA / "lfw"
 
 
 def main(argv=None) -> int:

@@ -14,16 +14,16 @@ import argparse
 import json
 import random
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from facespace import FacePipeline
+from facespace.face_choice import choose_index
 from facespace.imageio import load_image
-from facespace.pipeline import central_face_index
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = ROOT / ".." / "shared" / "data" / "lfw" / "lfw-deepfunneled"
+from _paths import DATA, RESULTS
+
+LFW = DATA / "lfw" / "lfw-deepfunneled"
 MIRROR = [1, 0, 2, 4, 3]  # left eye <-> right eye, mouth left <-> mouth right
 
 
@@ -41,7 +41,7 @@ def main() -> int:
     for path in paths[: args.images]:
         image = load_image(path)
         faces = pipeline.detect_arrays([image])[0]
-        chosen = central_face_index([f.box for f in faces], image.shape)
+        chosen = choose_index([f.box for f in faces], image.shape, "central")
         if chosen is None:
             continue
         face = faces[chosen]
@@ -55,8 +55,8 @@ def main() -> int:
     template = (mean + mirrored) / 2
     out = {"faces": len(points), "margin": args.margin, "template": np.round(template, 4).tolist(),
            "unsymmetrised": np.round(mean, 4).tolist()}
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "template.json").write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "template.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0
 

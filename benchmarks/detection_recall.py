@@ -26,8 +26,7 @@ from facespace.detection.mtcnn import MTCNN
 from facespace.detection.nms import pairwise_overlap
 from facespace.evaluation.report import machine_info
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent / ".." / "shared" / "data"
+from _paths import DATA, RESULTS
 
 
 def annotations(folder: Path) -> dict[str, np.ndarray]:
@@ -50,10 +49,10 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "detection.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "detection.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

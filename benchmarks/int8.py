@@ -26,21 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parent / ".." / "shared" / "data"
-RANGES_DIR = HERE.parent / "src" / "facespace" / "data" / "int8"
+from _paths import DATA, REPO, RESULTS
+
+RANGES_DIR = REPO / "src" / "facespace" / "data" / "int8"
 
 
 def face_crops(pipeline, paths) -> np.ndarray:
     """The pipeline's crop of the face nearest each image's centre (images without a face skipped)."""
-    from facespace.pipeline import central_face_index
+    from facespace.face_choice import choose_index
     from facespace.types import Face
 
     crops = []
     for path in paths:
         image = pipeline.load(path)
         found = pipeline.detector.detect([image])[0]
-        i = central_face_index(found.boxes, image.shape)
+        i = choose_index(found.boxes, image.shape, "central")
         if i is not None:
             face = Face(box=found.boxes[i], score=float(found.scores[i]), landmarks=found.landmarks[i])
             crops.append(pipeline.crop(image, face))
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--stride", type=int, default=24, help="calibrate on every N-th celeba-299 image")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads for the speed check")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(HERE / "results" / "int8.json"))
+    p.add_argument("--out", default=str(RESULTS / "int8.json"))
     args = p.parse_args(argv)
 
     import torch

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_LFW = HERE.parent / ".." / "shared" / "data" / "lfw"
+from _paths import DATA, RESULTS
+
+DEFAULT_LFW = DATA / "lfw"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the runs already in OUT/lfw.json and skip those settings")
     p.add_argument("--limit-pairs", type=int, help="only this many pairs (a quick check)")
     p.add_argument("--far", type=float, default=1e-3)
-    p.add_argument("--out", default=str(HERE / "results"), help="folder for lfw.json / lfw.md / lfw_roc.png")
+    p.add_argument("--out", default=str(RESULTS), help="folder for lfw.json / lfw.md / lfw_roc.png")
     p.add_argument("--cache-dir", help="embedding cache (default: $FACESPACE_HOME/embeddings)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
@@ -66,8 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from facespace.evaluation.pairs import find_lfw_layout, read_lfw_pairs
-    from facespace.evaluation.report import machine_info, plot_roc, run_pairs
-    from facespace.pipeline import FacePipeline
+    from facespace.evaluation.report import machine_info, plot_roc
 
     images_dir, pairs_file = find_lfw_layout(args.root, args.pairs)
     pairs = read_lfw_pairs(pairs_file, images_dir)
@@ -85,61 +85,30 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "runs": [],
     }
-    # Seconds per image of each stage, measured where this run computed it.
-    cost: dict[tuple, float] = {}
-    curves, styles = {}, {}
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
-    dashes = ["-", "--", ":", "-."]
-    flips = [f.strip() == "on" for f in args.flips.split(",") if f.strip()]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    aligns = [a.strip() for a in args.aligns.split(",") if a.strip()]
-    if args.settings:
-        fields = [t.strip().split("/") for t in args.settings.split(",") if t.strip()]
-        bad = [f for f in fields if len(f) not in (3, 4) or (len(f) == 4 and f[3] not in SCORINGS)]
-        if bad:
-            raise SystemExit(f"lfw.py: bad setting {'/'.join(bad[0])!r}: expected MODEL/CROP/on|off[/l2|centred]")
-        settings = [(f[0], f[1], f[2] == "on", f[3] if len(f) == 4 else "l2") for f in fields]
-    else:
-        settings = [(m, a, f, "l2") for m in models for a in aligns for f in flips]
-    done = set()
+    settings = _settings(args)
     if args.resume and (out / "lfw.json").exists():
         previous = json.loads((out / "lfw.json").read_text())
         if previous["pairs"]["n"] == len(pairs):  # only runs on the same pairs can be kept
             results["runs"] = previous["runs"]
-            done = {_setting(r) for r in results["runs"]}
-    all_models = list(dict.fromkeys([s[0] for s in settings] + [_setting(r)[0] for r in results["runs"]]))
-    all_aligns = list(dict.fromkeys([s[1] for s in settings] + [_setting(r)[1] for r in results["runs"]]))
+    done = {_setting(r) for r in results["runs"]}
+    known = settings + [_setting(r) for r in results["runs"]]
+    models, aligns = list(dict.fromkeys(s[0] for s in known)), list(dict.fromkeys(s[1] for s in known))
+    curves, styles = {}, {}
     for run in results["runs"]:  # curves of kept runs, from their stored ROC points
         if "roc_points" not in run:
             continue
-        model, align, flip, scoring = _setting(run)
-        label = _label(model, align, flip, scoring)
+        label = _label(*_setting(run))
         curves[label] = (np.array(run["roc_points"]["fpr"]), np.array(run["roc_points"]["tpr"]))
-        styles[label] = {"color": palette[(2 * all_aligns.index(align) + flip) % len(palette)],
-                         "linestyle": dashes[all_models.index(model) % len(dashes)]}
-    for model, align, flip, scoring in settings:
-        if (model, align, flip, scoring) in done:
+        styles[label] = _style(_setting(run), models, aligns)
+    cost: dict[tuple, float] = {}  # seconds per image of each stage, measured where this run computed it
+    for setting in settings:
+        if setting in done:
             continue
-        mi, ai = all_models.index(model), all_aligns.index(align)
-        pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device,
-                                batch_size=args.batch_size)
-        rule = _scoring_rule(scoring, flip)
-        result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
-                           cache_root=args.cache_dir, scoring=rule)
-        stats = result.embeddings.stats
-        _learn_costs(cost, stats, model, align)
-        row = result.to_dict()
-        row.pop("missed_images")
-        row["missed_images"] = result.embeddings.missed
-        row["align"], row["flip"], row["scoring_name"] = align, flip, scoring
-        row["images_per_s_standalone"] = _standalone_rate(cost, model, align, flip)
-        row["roc_points"] = _thin_roc(result.report.roc)
+        row, result = _run_setting(args, pairs, setting, cost)
         results["runs"].append(row)
-        label = _label(model, align, flip, scoring)
-        roc = result.report.roc
-        curves[label] = (roc.fpr, roc.tpr)
-        styles[label] = {"color": palette[(2 * ai + flip) % len(palette)],
-                         "linestyle": dashes[mi % len(dashes)]}
+        label = _label(*setting)
+        curves[label] = (result.report.roc.fpr, result.report.roc.tpr)
+        styles[label] = _style(setting, models, aligns)
         missed = "n/a" if row["missed_detections"] is None else row["missed_detections"]
         print(f"{label}: {result.report.summary()}; missed detections {missed}; "
               f"{result.wall_s:.1f} s", flush=True)
@@ -154,6 +123,48 @@ def main(argv=None) -> int:
 
 #: Named scoring rules of a setting (see the module notes).
 SCORINGS = ("l2", "centred")
+#: ROC curve colours (by crop and flip) and line styles (by model).
+PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+DASHES = ["-", "--", ":", "-."]
+
+
+def _settings(args: argparse.Namespace) -> list[tuple[str, str, bool, str]]:
+    """(model, crop, flip, scoring) of each setting to run, in order."""
+    if args.settings:
+        fields = [t.strip().split("/") for t in args.settings.split(",") if t.strip()]
+        bad = [f for f in fields if len(f) not in (3, 4) or (len(f) == 4 and f[3] not in SCORINGS)]
+        if bad:
+            raise SystemExit(f"lfw.py: bad setting {'/'.join(bad[0])!r}: expected MODEL/CROP/on|off[/l2|centred]")
+        return [(f[0], f[1], f[2] == "on", f[3] if len(f) == 4 else "l2") for f in fields]
+    flips = [f.strip() == "on" for f in args.flips.split(",") if f.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    aligns = [a.strip() for a in args.aligns.split(",") if a.strip()]
+    return [(m, a, f, "l2") for m in models for a in aligns for f in flips]
+
+
+def _run_setting(args: argparse.Namespace, pairs, setting: tuple[str, str, bool, str], cost: dict):
+    """(row of lfw.json, run result) of one setting; learns the stage costs it measured into ``cost``."""
+    from facespace.evaluation.report import run_pairs
+    from facespace.pipeline import FacePipeline
+
+    model, align, flip, scoring = setting
+    pipeline = FacePipeline(model=model, align=align, flip=flip, device=args.device, batch_size=args.batch_size)
+    result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
+                       cache_root=args.cache_dir, scoring=_scoring_rule(scoring, flip))
+    _learn_costs(cost, result.embeddings.stats, model, align)
+    row = result.to_dict()
+    row.pop("missed_images")
+    row["missed_images"] = result.embeddings.missed
+    row["align"], row["flip"], row["scoring_name"] = align, flip, scoring
+    row["images_per_s_standalone"] = _standalone_rate(cost, model, align, flip)
+    row["roc_points"] = _thin_roc(result.report.roc)
+    return row, result
+
+
+def _style(setting: tuple, models: list[str], aligns: list[str]) -> dict:
+    model, align, flip = setting[:3]
+    return {"color": PALETTE[(2 * aligns.index(align) + flip) % len(PALETTE)],
+            "linestyle": DASHES[models.index(model) % len(DASHES)]}
 
 
 def _scoring_rule(name: str, flip: bool):

@@ -29,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _paths import DATA, RESULTS  # noqa: E402 - found through the line above when imported from elsewhere
+
 
 def embed_worker(paths_file: Path, state: Path, out: Path, margin: int, threads: int) -> None:
     """Runs in the bench environment: facenet-pytorch crops + embeddings of every listed image."""
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     from facespace.evaluation.report import machine_info
     from facespace.pretrained.loader import load_embedder
 
-    images_dir, pairs_file = find_lfw_layout(HERE.parent / ".." / "shared" / "data" / "lfw")
+    images_dir, pairs_file = find_lfw_layout(DATA / "lfw")
     pairs = read_lfw_pairs(pairs_file, images_dir)
     paths = [str(p) for p in pairs.paths()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
               "mtcnn": {"image_size": 160, "margin": args.margin, "select_largest": True},
               "images": len(paths), "missed_detections": len(missed), "seconds": round(seconds, 1),
               "threads": args.threads, "metrics": report.to_dict(), "machine": machine_info()}
-    out = HERE / "results" / "lfw_facenet_pytorch.json"
+    out = RESULTS / "lfw_facenet_pytorch.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"facenet-pytorch pipeline (margin {args.margin}): {report.summary()}; {len(missed)} missed; wrote {out}")
     return 0

@@ -40,9 +40,7 @@ def distractors(real: np.ndarray, n: int, rng: np.random.Generator, noise: float
     return out
 
 
-def main() -> int:
-    from facespace.gallery.search import ExactIndex, build_index
-
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--n", type=int, default=1_000_000, help="database size (default 1,000,000)")
@@ -53,22 +51,55 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result file name (for parameter sweeps)")
     parser.add_argument("--threads", type=int, default=None, help="FAISS/BLAS threads (default: library's)")
     parser.add_argument("--synthetic", action="store_true", help="random unit vectors instead of LFW (smoke test)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def real_embeddings(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """(embeddings, person labels, model name): LFW's, or random unit vectors with --synthetic."""
+    if args.synthetic:
+        dim = 128
+        real = rng.normal(size=(13233, dim)).astype(np.float32)
+        real /= np.linalg.norm(real, axis=1, keepdims=True)
+        return real, np.arange(len(real)) // 2, "synthetic"
+    _, labels, real, _, pipeline = lfw_embeddings(args.model)
+    return real, labels, pipeline.model_name
+
+
+def measure(kind: str, index, queries: np.ndarray, exact_ids: np.ndarray, db_labels: np.ndarray,
+            truth_labels: np.ndarray, build: float) -> dict:
+    """One query at a time through ``index``: latency, recall@1 against exact search, rank-1, bytes per face."""
+    times, ids = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _, i = index.search(q[None], 1)
+        times.append(time.perf_counter() - t)
+        ids.append(i[0, 0])
+    ids = np.array(ids)
+    run = {"index": kind, "build_seconds": round(build, 2),
+           "latency_ms_median": round(1000 * float(np.median(times)), 3),
+           "latency_ms_p99": round(1000 * float(np.percentile(times, 99)), 3),
+           "recall_at_1": float(np.mean(ids == exact_ids[:, 0])),
+           "rank1_identification": float(np.mean(db_labels[ids] == truth_labels)),
+           "code_bytes_per_face": index.code_bytes,
+           "index_bytes_per_face": round(float(index.bytes_per_vector), 1)}
+    if kind.startswith("ivf"):
+        run["nlist"], run["nprobe"] = index.nlist, index.index.nprobe
+    if kind.startswith("hnsw"):
+        run["ef_search"] = index.index.hnsw.efSearch
+    return run
+
+
+def main() -> int:
+    from facespace.gallery.search import ExactIndex, build_index
+
+    args = parse_args()
     rng = np.random.default_rng(0)
     if args.threads:
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
 
-    if args.synthetic:
-        dim = 128
-        real = rng.normal(size=(13233, dim)).astype(np.float32)
-        real /= np.linalg.norm(real, axis=1, keepdims=True)
-        labels = np.arange(len(real)) // 2
-        model = "synthetic"
-    else:
-        _, labels, real, _, pipeline = lfw_embeddings(args.model)
-        model = pipeline.model_name
+    real, labels, model = real_embeddings(args, rng)
     counts = np.bincount(labels)
     first = np.r_[True, labels[1:] != labels[:-1]]
     query_rows = np.flatnonzero(first & (counts[labels] >= 2))
@@ -83,7 +114,6 @@ def main() -> int:
     print(f"database {len(db):,} x {db.shape[1]} ({len(base_rows):,} real) in {time.perf_counter() - t0:.1f}s; "
           f"{len(query_rows)} queries", flush=True)
     queries = real[query_rows]
-    truth_labels = labels[query_rows]
 
     exact = ExactIndex(db)
     _, exact_ids = exact.search(queries, 1)
@@ -93,26 +123,8 @@ def main() -> int:
         params = {k: v for k, v in (("nprobe", args.nprobe), ("ef_search", args.ef_search)) if v is not None}
         index = exact if kind == "exact" else build_index(db, kind, **params)
         build = time.perf_counter() - t0
-        times, ids = [], []
-        for q in queries:
-            t = time.perf_counter()
-            _, i = index.search(q[None], 1)
-            times.append(time.perf_counter() - t)
-            ids.append(i[0, 0])
-        ids = np.array(ids)
-        run = {"index": kind, "build_seconds": round(build, 2),
-               "latency_ms_median": round(1000 * float(np.median(times)), 3),
-               "latency_ms_p99": round(1000 * float(np.percentile(times, 99)), 3),
-               "recall_at_1": float(np.mean(ids == exact_ids[:, 0])),
-               "rank1_identification": float(np.mean(db_labels[ids] == truth_labels)),
-               "code_bytes_per_face": index.code_bytes,
-               "index_bytes_per_face": round(float(index.bytes_per_vector), 1)}
-        if kind.startswith("ivf"):
-            run["nlist"], run["nprobe"] = index.nlist, index.index.nprobe
-        if kind.startswith("hnsw"):
-            run["ef_search"] = index.index.hnsw.efSearch
-        runs.append(run)
-        print(run, flush=True)
+        runs.append(measure(kind, index, queries, exact_ids, db_labels, labels[query_rows], build))
+        print(runs[-1], flush=True)
         if index is not exact:
             del index
     name = ("search_scale" if not args.synthetic and args.n == 1_000_000

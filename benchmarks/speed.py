@@ -51,8 +51,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from _paths import DATA, RESULTS
+
 PHOTOS = [
     "dlib_faces/2007_007763.jpg", "dlib_faces/2008_001009.jpg", "dlib_faces/2008_002079.jpg",
     "dlib_faces/2009_004587.jpg", "dlib_faces/bald_guys.jpg", "deepface/couple.jpg",
@@ -184,129 +184,165 @@ def _prewhiten(crops):
 
 
 def worker(library: str, task: str, folder: Path, repeats: int, threads: int) -> dict:
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     arrays, lfw = _load_inputs(folder)
     out: dict = {"library": library, "task": task, "threads": threads}
-    crops = arrays["crops"]
     if library.startswith("facespace"):
-        from facespace import FacePipeline
-        from facespace.detection.mtcnn import MTCNN
-        from facespace.embedding import Embedder
-
-        backend = BACKEND_OF.get(library, "torch")
-        if library == "facespace-unfused":  # the network as loaded before issue 6: BN unfolded, NCHW
-            from facespace.pretrained.loader import load_embedder
-            from facespace.runtime.preprocess import normalise
-
-            net = load_embedder()
-
-            def embed(batch):
-                with torch.inference_mode():
-                    return net(normalise(batch, "prewhiten")).numpy()
-        elif task.startswith("detect"):
-            detector = MTCNN.pretrained()
-            detect = lambda image: detector.detect_one(image)  # noqa: E731
-        elif task.startswith("embed"):
-            embedder = Embedder(backend=backend, batch_size=32)
-            embed = lambda batch: embedder.embed_crops(batch)  # noqa: E731
-        else:
-            pipeline = FacePipeline(backend=backend)
-            pipeline.detector, pipeline.embedder.network  # load both networks before timing, as the others do
-
-            def e2e():
-                results = pipeline.embed_images(lfw, chunk=16)
-                return sum(len(r.faces) for r in results)
+        run = _facespace_functions(library, task, lfw)
     elif library == "facenet-pytorch":
-        _install_torchvision_stub()
-        from facenet_pytorch import MTCNN as FPMTCNN
-
-        if task.startswith("detect") or task == "e2e":
-            mtcnn = FPMTCNN(keep_all=True, device="cpu")
-            detect = lambda image: mtcnn.detect(image)  # noqa: E731
-        if task.startswith("embed") or task == "e2e":
-            resnet = _facenet_pytorch_resnet(folder / "state.pt")
-
-            def embed(batch):
-                with torch.inference_mode():
-                    return resnet(_prewhiten(batch)).numpy()
-        if task == "e2e":
-            from PIL import Image
-
-            def e2e():
-                found = 0
-                for start in range(0, len(lfw), 16):
-                    images = [Image.open(p).convert("RGB") for p in lfw[start : start + 16]]
-                    with torch.inference_mode():
-                        faces = mtcnn(images)  # list (per image) of N x 3 x 160 x 160 or None
-                        faces = [f for f in faces if f is not None]
-                        if faces:
-                            batch = torch.cat(faces)
-                            for s in range(0, len(batch), 32):
-                                resnet(batch[s : s + 32])
-                            found += len(batch)
-                return found
+        run = _facenet_pytorch_functions(task, folder, lfw)
     elif library == "face_recognition":
         import dlib
-        import face_recognition
-        from face_recognition import api
 
         out["versions"] = {"dlib": dlib.__version__}
-        detect = lambda image: face_recognition.face_locations(image)  # noqa: E731 - HOG, upsample 1
-
-        whole = dlib.rectangle(0, 0, crops.shape[2], crops.shape[1])
-
-        def embed(batch):
-            shapes = [api.pose_predictor_5_point(np.ascontiguousarray(c), whole) for c in batch]
-            if len(batch) == 1:
-                return [api.face_encoder.compute_face_descriptor(np.ascontiguousarray(batch[0]), shapes[0], 1)]
-            images = [np.ascontiguousarray(c) for c in batch]
-            objects = [dlib.full_object_detections([s]) for s in shapes]
-            return api.face_encoder.compute_face_descriptor(images, objects, 1)
-
-        def e2e():
-            found = 0
-            for path in lfw:
-                image = face_recognition.load_image_file(path)
-                found += len(face_recognition.face_encodings(image, face_recognition.face_locations(image)))
-            return found
+        run = _face_recognition_functions(arrays["crops"], lfw)
     else:
         raise SystemExit(f"unknown library {library}")
 
     if task.startswith("detect"):
-        images = arrays[task.split("_", 1)[1]]
-        counts = []
-
-        def run():
-            counts[:] = [_count(detect(im), library) for im in images]
-        times = _timed(run, repeats)
-        per_image = [t / len(images) * 1000 for t in times]
-        out.update(ms_per_image=statistics.median(per_image), runs_ms_per_image=per_image,
-                   images=len(images), faces_found=sum(counts))
+        out.update(_measure_detection(run["detect"], arrays[task.split("_", 1)[1]], library, repeats))
     elif task.startswith("embed"):
-        batch = int(task[len("embed_b"):])
-        if batch == 1:
-            subset = crops[:16]
-            run = lambda: [embed(subset[i : i + 1]) for i in range(len(subset))]  # noqa: E731
-            n = len(subset)
-        else:
-            subset = crops[:batch]
-            run = lambda: embed(subset)  # noqa: E731
-            n = len(subset)
-        times = _timed(run, repeats)
-        rates = [n / t for t in times]
-        out.update(faces_per_s=statistics.median(rates), runs_faces_per_s=rates, faces=n, batch=batch)
-        if library != "face_recognition":
-            got = np.asarray(embed(crops))
-            out["max_abs_diff_vs_facespace_torch"] = float(np.abs(got - arrays["reference_embeddings"]).max())
+        reference = None if library == "face_recognition" else arrays["reference_embeddings"]
+        out.update(_measure_embedding(run["embed"], arrays["crops"], int(task[len("embed_b"):]), repeats, reference))
     else:
         start = time.perf_counter()
-        faces = e2e()
+        faces = run["e2e"]()
         elapsed = time.perf_counter() - start
         out.update(images_per_s=len(lfw) / elapsed, seconds=elapsed, images=len(lfw), faces=faces)
     out["peak_rss_mib"] = _peak_mib()
+    return out
+
+
+def _facespace_functions(library: str, task: str, lfw: list[str]) -> dict:
+    """The function ``task`` times for a facespace column: ``detect``, ``embed`` or ``e2e``."""
+    import torch
+
+    from facespace import FacePipeline
+    from facespace.detection.mtcnn import MTCNN
+    from facespace.embedding import Embedder
+
+    backend = BACKEND_OF.get(library, "torch")
+    if library == "facespace-unfused":  # the network as loaded before issue 6: BN unfolded, NCHW
+        from facespace.pretrained.loader import load_embedder
+        from facespace.runtime.preprocess import normalise
+
+        net = load_embedder()
+
+        def embed(batch):
+            with torch.inference_mode():
+                return net(normalise(batch, "prewhiten")).numpy()
+        return {"embed": embed}
+    if task.startswith("detect"):
+        detector = MTCNN.pretrained()
+        return {"detect": lambda image: detector.detect_one(image)}
+    if task.startswith("embed"):
+        embedder = Embedder(backend=backend, batch_size=32)
+        return {"embed": lambda batch: embedder.embed_crops(batch)}
+    pipeline = FacePipeline(backend=backend)
+    pipeline.detector, pipeline.embedder.network  # load both networks before timing, as the others do
+
+    def e2e():
+        results = pipeline.embed_images(lfw, chunk=16)
+        return sum(len(r.faces) for r in results)
+    return {"e2e": e2e}
+
+
+def _facenet_pytorch_functions(task: str, folder: Path, lfw: list[str]) -> dict:
+    """facenet-pytorch's ``detect``, ``embed`` and ``e2e`` (those ``task`` needs)."""
+    import torch
+
+    _install_torchvision_stub()
+    from facenet_pytorch import MTCNN as FPMTCNN
+
+    run = {}
+    if task.startswith("detect") or task == "e2e":
+        mtcnn = FPMTCNN(keep_all=True, device="cpu")
+        run["detect"] = lambda image: mtcnn.detect(image)
+    if task.startswith("embed") or task == "e2e":
+        resnet = _facenet_pytorch_resnet(folder / "state.pt")
+
+        def embed(batch):
+            with torch.inference_mode():
+                return resnet(_prewhiten(batch)).numpy()
+        run["embed"] = embed
+    if task == "e2e":
+        from PIL import Image
+
+        def e2e():
+            found = 0
+            for start in range(0, len(lfw), 16):
+                images = [Image.open(p).convert("RGB") for p in lfw[start : start + 16]]
+                with torch.inference_mode():
+                    faces = mtcnn(images)  # list (per image) of N x 3 x 160 x 160 or None
+                    faces = [f for f in faces if f is not None]
+                    if faces:
+                        batch = torch.cat(faces)
+                        for s in range(0, len(batch), 32):
+                            resnet(batch[s : s + 32])
+                        found += len(batch)
+            return found
+        run["e2e"] = e2e
+    return run
+
+
+def _face_recognition_functions(crops, lfw: list[str]) -> dict:
+    """face_recognition's (dlib's) ``detect``, ``embed`` and ``e2e``."""
+    import dlib
+    import face_recognition
+    import numpy as np
+    from face_recognition import api
+
+    whole = dlib.rectangle(0, 0, crops.shape[2], crops.shape[1])
+
+    def embed(batch):
+        shapes = [api.pose_predictor_5_point(np.ascontiguousarray(c), whole) for c in batch]
+        if len(batch) == 1:
+            return [api.face_encoder.compute_face_descriptor(np.ascontiguousarray(batch[0]), shapes[0], 1)]
+        images = [np.ascontiguousarray(c) for c in batch]
+        objects = [dlib.full_object_detections([s]) for s in shapes]
+        return api.face_encoder.compute_face_descriptor(images, objects, 1)
+
+    def e2e():
+        found = 0
+        for path in lfw:
+            image = face_recognition.load_image_file(path)
+            found += len(face_recognition.face_encodings(image, face_recognition.face_locations(image)))
+        return found
+    return {"detect": lambda image: face_recognition.face_locations(image),  # HOG, upsample 1
+            "embed": embed, "e2e": e2e}
+
+
+def _measure_detection(detect, images, library: str, repeats: int) -> dict:
+    counts = []
+
+    def run():
+        counts[:] = [_count(detect(im), library) for im in images]
+    times = _timed(run, repeats)
+    per_image = [t / len(images) * 1000 for t in times]
+    return dict(ms_per_image=statistics.median(per_image), runs_ms_per_image=per_image,
+                images=len(images), faces_found=sum(counts))
+
+
+def _measure_embedding(embed, crops, batch: int, repeats: int, reference) -> dict:
+    """Faces/s at ``batch`` (batch 1: 16 crops one at a time); with ``reference``, also the largest
+    difference of the embeddings of all crops from facespace's (torch)."""
+    import numpy as np
+
+    if batch == 1:
+        subset = crops[:16]
+        run = lambda: [embed(subset[i : i + 1]) for i in range(len(subset))]  # noqa: E731
+    else:
+        subset = crops[:batch]
+        run = lambda: embed(subset)  # noqa: E731
+    n = len(subset)
+    times = _timed(run, repeats)
+    rates = [n / t for t in times]
+    out = dict(faces_per_s=statistics.median(rates), runs_faces_per_s=rates, faces=n, batch=batch)
+    if reference is not None:
+        got = np.asarray(embed(crops))
+        out["max_abs_diff_vs_facespace_torch"] = float(np.abs(got - reference).max())
     return out
 
 
@@ -328,15 +364,16 @@ def _prepare(folder: Path) -> None:
     from facespace.embedding import Embedder
     from facespace.pretrained.loader import load_embedder
 
+    data = DATA.resolve()
     photos = []
     for rel in PHOTOS:
-        image = cv2.imread(str(DATA / "photos" / rel), cv2.IMREAD_COLOR)
+        image = cv2.imread(str(data / "photos" / rel), cv2.IMREAD_COLOR)
         photos.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     arrays = {}
     for key, (w, h) in SIZES.items():
         arrays[key] = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA if p.shape[1] > w
                                            else cv2.INTER_LINEAR) for p in photos])
-    lfw_root = DATA / "lfw" / "lfw-deepfunneled"
+    lfw_root = data / "lfw" / "lfw-deepfunneled"
     lfw = sorted(str(p) for p in lfw_root.glob("*/*.jpg"))[:LFW_IMAGES]
     pipeline = FacePipeline()
     crops = []
@@ -443,7 +480,29 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+NOTES = [
+    "facenet-pytorch runs facespace's converted facenet-msceleb-128 weights (state dict mapped by "
+    "position, shapes checked); max_abs_diff_vs_facespace_torch in its embed runs shows they compute "
+    "the same embeddings. Its MTCNN uses the same P/R/O-Net weights with keep_all=True.",
+    "face_recognition: dlib HOG detector (upsample 1), 5-point landmarks, dlib ResNet descriptor; a "
+    "different model, compared for speed only. Its batch-32 run uses dlib's batched "
+    "compute_face_descriptor on the 32 crops (landmarks predicted on the whole crop).",
+    "facespace-onnx: the same network through ONNX Runtime (Embedder(backend='onnx')).",
+    "facespace-int8: the int8-quantised network through ONNX Runtime (backend='onnx-int8'); on LFW "
+    "view 2 it scores 99.37% against 99.40% for float (benchmarks/results/int8.json), its embeddings "
+    "differ from float by cosine > 0.99, so max_abs_diff_vs_facespace_torch is large by design.",
+    "facespace-unfused: the network as Embedder used it before issue 6 (batch norms unfolded, NCHW "
+    "layout), to show what folding + channels-last gain.",
+    "End to end: facespace FacePipeline(backend=...).embed_images (all faces, the registered crop: "
+    "5-point alignment; chunks of 16); "
+    "facenet-pytorch MTCNN(keep_all=True) on batches of 16 PIL images then InceptionResnetV1 in "
+    "batches of 32; face_recognition load_image_file + face_locations + face_encodings per image.",
+    "Photos were resized (stretched) to exactly the stated size; detection is one image per call.",
+    "GPU: not measured (no GPU on this machine).",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
@@ -453,20 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads per process")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement process")
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.task, Path(args.folder), args.repeats, args.threads)))
-        return 0
+    return parser.parse_args(argv)
 
-    import tempfile
 
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    t0 = time.perf_counter()
-    before = [round(x, 2) for x in os.getloadavg()]
-    folder = Path(tempfile.mkdtemp(prefix="facespace-speed-"))
-    _prepare(folder)
+def _run_all(args: argparse.Namespace, folder: Path) -> list[dict]:
+    """One worker process per (library, task); each result printed as it comes."""
     runs = []
     for library in args.libraries.split(","):
         python = sys.executable if library.startswith("facespace") else args.bench_python
@@ -477,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
             result = _run_worker(python, library, task, folder, args.repeats, args.threads, args.timeout)
             print(json.dumps(result), flush=True)
             runs.append(result)
-    after = [round(x, 2) for x in os.getloadavg()]
+    return runs
+
+
+def _ratios(runs: list[dict]) -> dict:
+    """facespace against the others, the ONNX variants against facenet-pytorch and facespace, fused vs unfused."""
     rows = {(r["library"], r["task"]): r for r in runs if "error" not in r}
     ratios = {}
     for other in ("facenet-pytorch", "face_recognition"):
@@ -502,6 +558,25 @@ def main(argv: list[str] | None = None) -> int:
         if a and b:
             ratios[f"{task} facespace (fused, channels-last) vs facespace-unfused"] = _ratio(a["faces_per_s"],
                                                                                         b["faces_per_s"])
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.task, Path(args.folder), args.repeats, args.threads)))
+        return 0
+
+    import tempfile
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.perf_counter()
+    before = [round(x, 2) for x in os.getloadavg()]
+    folder = Path(tempfile.mkdtemp(prefix="facespace-speed-"))
+    _prepare(folder)
+    runs = _run_all(args, folder)
+    after = [round(x, 2) for x in os.getloadavg()]
+    ratios = _ratios(runs)
     contended = max(before[0], after[0]) > 1.5
     report = {
         "command": "FACESPACE_HOME=... python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -509,27 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": before, "after": after}, "contended": contended,
         "repeats": args.repeats, "inputs": {"photos": PHOTOS, "sizes": list(SIZES), "lfw_images": LFW_IMAGES,
                                             "crops": 32},
-        "runs": runs, "ratios": ratios,
-        "notes": [
-            "facenet-pytorch runs facespace's converted facenet-msceleb-128 weights (state dict mapped by "
-            "position, shapes checked); max_abs_diff_vs_facespace_torch in its embed runs shows they compute "
-            "the same embeddings. Its MTCNN uses the same P/R/O-Net weights with keep_all=True.",
-            "face_recognition: dlib HOG detector (upsample 1), 5-point landmarks, dlib ResNet descriptor; a "
-            "different model, compared for speed only. Its batch-32 run uses dlib's batched "
-            "compute_face_descriptor on the 32 crops (landmarks predicted on the whole crop).",
-            "facespace-onnx: the same network through ONNX Runtime (Embedder(backend='onnx')).",
-            "facespace-int8: the int8-quantised network through ONNX Runtime (backend='onnx-int8'); on LFW "
-            "view 2 it scores 99.37% against 99.40% for float (benchmarks/results/int8.json), its embeddings "
-            "differ from float by cosine > 0.99, so max_abs_diff_vs_facespace_torch is large by design.",
-            "facespace-unfused: the network as Embedder used it before issue 6 (batch norms unfolded, NCHW "
-            "layout), to show what folding + channels-last gain.",
-            "End to end: facespace FacePipeline(backend=...).embed_images (all faces, the registered crop: "
-            "5-point alignment; chunks of 16); "
-            "facenet-pytorch MTCNN(keep_all=True) on batches of 16 PIL images then InceptionResnetV1 in "
-            "batches of 32; face_recognition load_image_file + face_locations + face_encodings per image.",
-            "Photos were resized (stretched) to exactly the stated size; detection is one image per call.",
-            "GPU: not measured (no GPU on this machine).",
-        ],
+        "runs": runs, "ratios": ratios, "notes": NOTES,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

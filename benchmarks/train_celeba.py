@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
+from _paths import DATA, RESULTS
 
 
 def parse_args(argv=None):
+    from facespace_train.config import CHOICES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["scratch", "finetune", "all"], default="scratch")
     p.add_argument("--minings", nargs="+", default=["semihard", "hard", "random"])
@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--pretrained", default="facenet-msceleb-128")
     p.add_argument("--finetune-optimizer", default=None, help="default: the config's fine-tune default")
     p.add_argument("--finetune-lr", type=float, default=None, help="default: the config's fine-tune default")
-    p.add_argument("--finetune-bn-mode", default=None, choices=["train", "frozen", "frozen_affine"],
+    p.add_argument("--finetune-bn-mode", default=None, choices=CHOICES["bn_mode"],
                    help="default: the config's fine-tune default (frozen)")
     p.add_argument("--finetune-freeze", default=None, help='e.g. "stem,block35"; default: the config\'s')
     p.add_argument("--finetune-p", type=int, default=8)
@@ -72,8 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=str(SHARED / "celeba-299" / "faces"))
-    p.add_argument("--lfw", default=str(SHARED / "lfw"))
+    p.add_argument("--data", default=str(DATA / "celeba-299" / "faces"))
+    p.add_argument("--lfw", default=str(DATA / "lfw"))
     p.add_argument("--out", default=str(RESULTS / "train_celeba.json"))
     return p.parse_args(argv)
 
@@ -104,32 +104,8 @@ def run_one(args, name: str, full, subset, before_cache: dict | None = None, **o
     wall = time.time() - start
     final = full.evaluate(trainer.model, trainer.device, kfold=True)
     if initial is not None:
-        # the pretrained model's LFW result depends only on the model and the pairs/crops, so it may
-        # come from a cache written by an earlier run of this same evaluation (--finetune-before-cache)
-        cache_path, key = (before_cache or {}).get("path"), (before_cache or {}).get("key")
-        if cache_path and Path(cache_path).exists() and json.loads(Path(cache_path).read_text())["key"] == key:
-            before = dict(json.loads(Path(cache_path).read_text())["result"], cached=str(cache_path))
-        else:
-            trainer.model.load_state_dict(initial)
-            before = full.evaluate(trainer.model, trainer.device, kfold=True)
-            if cache_path:
-                Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-                Path(cache_path).write_text(json.dumps({"key": key, "result": before}, indent=1, default=float))
-        print(f"before fine-tuning: LFW 10-fold {before['lfw_kfold_acc']:.4f} on {before['lfw_pairs']} pairs",
-              flush=True)
-    curve = []
-    eval_csv = Path(cfg.out_dir) / "eval_log.csv"
-    if eval_csv.exists():
-        import csv
-
-        curve = [{"step": int(r["step"]), "train_time_s": float(r["train_time_s"]),
-                  "lfw_subset_best_acc": float(r["lfw_best_acc"])} for r in csv.DictReader(open(eval_csv))]
-    train_csv = Path(cfg.out_dir) / "train_log.csv"
-    losses = []
-    if train_csv.exists():
-        import csv
-
-        losses = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(open(train_csv))]
+        before = _before_finetuning(trainer, full, initial, before_cache)
+    curve, losses = _read_logs(Path(cfg.out_dir))
     result = {"name": name, "config": cfg.to_dict(), "steps": summary["step"],
               "train_time_s": round(summary["train_time_s"], 1), "wall_s": round(wall, 1),
               "images_seen": summary["step"] * cfg.p * cfg.k,
@@ -141,6 +117,40 @@ def run_one(args, name: str, full, subset, before_cache: dict | None = None, **o
     print(f"{name}: {summary['step']} steps in {summary['train_time_s']:.0f}s, "
           f"LFW 10-fold {final['lfw_kfold_acc']:.4f} +- {final['lfw_kfold_std']:.4f}", flush=True)
     return result
+
+
+def _before_finetuning(trainer, full, initial: dict, before_cache: dict | None) -> dict:
+    """LFW result of the pretrained weights ``initial`` (loaded into ``trainer.model``).
+
+    It depends only on the model and the pairs/crops, so it may come from a cache written by an
+    earlier run of this same evaluation (--finetune-before-cache)."""
+    cache_path, key = (before_cache or {}).get("path"), (before_cache or {}).get("key")
+    if cache_path and Path(cache_path).exists() and json.loads(Path(cache_path).read_text())["key"] == key:
+        before = dict(json.loads(Path(cache_path).read_text())["result"], cached=str(cache_path))
+    else:
+        trainer.model.load_state_dict(initial)
+        before = full.evaluate(trainer.model, trainer.device, kfold=True)
+        if cache_path:
+            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(cache_path).write_text(json.dumps({"key": key, "result": before}, indent=1, default=float))
+    print(f"before fine-tuning: LFW 10-fold {before['lfw_kfold_acc']:.4f} on {before['lfw_pairs']} pairs",
+          flush=True)
+    return before
+
+
+def _read_logs(out_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(LFW-subset accuracy curve, training log rows) of a run, from its CSV logs."""
+    import csv
+
+    curve, losses = [], []
+    eval_csv = out_dir / "eval_log.csv"
+    if eval_csv.exists():
+        curve = [{"step": int(r["step"]), "train_time_s": float(r["train_time_s"]),
+                  "lfw_subset_best_acc": float(r["lfw_best_acc"])} for r in csv.DictReader(open(eval_csv))]
+    train_csv = out_dir / "train_log.csv"
+    if train_csv.exists():
+        losses = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(open(train_csv))]
+    return curve, losses
 
 
 def plot(results: list[dict], path: Path) -> None:

@@ -22,13 +22,19 @@ clustering against true labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
-from .comparison import unit_rows
+from .comparison import distances_from_similarity, unit_rows
+from .errors import check_choice
 
-METHODS = ("agglomerative", "kmeans", "chinese-whispers", "components")
-LINKAGES = ("average", "complete", "single")
+#: The clustering methods :func:`cluster` dispatches to.
+ClusterMethod = Literal["agglomerative", "kmeans", "chinese-whispers", "components"]
+METHODS: tuple[str, ...] = get_args(ClusterMethod)
+#: How :func:`agglomerative` measures the distance of two clusters.
+Linkage = Literal["average", "complete", "single"]
+LINKAGES: tuple[str, ...] = get_args(Linkage)
 
 #: Expected number of false links (pairs of different people within the threshold) per face that
 #: each method tolerates when :func:`default_threshold` picks its threshold. A chaining method joins
@@ -77,7 +83,7 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
 
 
 # -- agglomerative ---------------------------------------------------------------
-def agglomerative(embeddings: np.ndarray, threshold: float, linkage: str = "average") -> np.ndarray:
+def agglomerative(embeddings: np.ndarray, threshold: float, linkage: Linkage = "average") -> np.ndarray:
     """Hierarchical clustering cut where the linkage distance exceeds ``threshold``.
 
     Needs the N(N-1)/2 pair distances in memory (8 bytes each: 0.7 GB for
@@ -85,8 +91,7 @@ def agglomerative(embeddings: np.ndarray, threshold: float, linkage: str = "aver
     """
     from scipy.cluster.hierarchy import fcluster, linkage as scipy_linkage
 
-    if linkage not in LINKAGES:
-        raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}")
+    check_choice(linkage, Linkage, "linkage")
     x = _unit(embeddings)
     n = len(x)
     if n < 2:
@@ -94,8 +99,8 @@ def agglomerative(embeddings: np.ndarray, threshold: float, linkage: str = "aver
     condensed = np.empty(n * (n - 1) // 2, np.float64)
     start = 0
     for i in range(n - 1):  # row by row keeps peak memory at one condensed matrix
-        row = 2.0 - 2.0 * (x[i + 1:] @ x[i])
-        condensed[start:start + len(row)] = np.clip(row, 0.0, 4.0)
+        row = distances_from_similarity(x[i + 1:] @ x[i])
+        condensed[start:start + len(row)] = row
         start += len(row)
     tree = scipy_linkage(condensed, method=linkage)
     del condensed
@@ -133,7 +138,7 @@ def kmeans(embeddings: np.ndarray, k: int, n_init: int = 4, max_iter: int = 50, 
             if moved <= tol:
                 break
         labels, score = _best_centre(x, centres)
-        cost = float(np.sum(2 - 2 * score))
+        cost = float(np.sum(distances_from_similarity(score)))
         if cost < best_cost:
             best_labels, best_cost = labels, cost
     return relabel_by_size(best_labels)
@@ -155,14 +160,14 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     n = len(x)
     trials = 2 + int(np.log(k))
     chosen = [int(rng.integers(n))]
-    closest = np.clip(2 - 2 * x @ x[chosen[0]], 0, None).astype(np.float64)
+    closest = distances_from_similarity(x @ x[chosen[0]]).astype(np.float64)
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:
             chosen.append(int(rng.integers(n)))
             continue
         candidates = rng.choice(n, size=trials, p=closest / total)
-        dist = np.clip(2 - 2 * x[candidates] @ x.T, 0, None)
+        dist = distances_from_similarity(x[candidates] @ x.T)
         np.minimum(dist, closest[None, :], out=dist)
         best = int(np.argmin(dist.sum(axis=1)))
         chosen.append(int(candidates[best]))
@@ -189,7 +194,7 @@ def threshold_graph(embeddings: np.ndarray, threshold: float, block: int = 2048
         keep = c > r
         rows.append(r[keep])
         cols.append(c[keep])
-        dists.append(np.clip(2 - 2 * sims[r[keep] - s, c[keep]], 0, 4))
+        dists.append(distances_from_similarity(sims[r[keep] - s, c[keep]]))
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
@@ -244,7 +249,7 @@ def chinese_whispers(embeddings: np.ndarray, threshold: float, iterations: int =
 
 
 # -- dispatch ----------------------------------------------------------------------
-def default_threshold(model: str, method: str, n_faces: int, verification_threshold: float) -> float:
+def default_threshold(model: str, method: ClusterMethod, n_faces: int, verification_threshold: float) -> float:
     """The squared-distance threshold for clustering ``n_faces`` faces of ``model`` with ``method``.
 
     The distance at which a face is expected to have ``FALSE_LINKS_PER_FACE[method]`` false links
@@ -254,8 +259,7 @@ def default_threshold(model: str, method: str, n_faces: int, verification_thresh
     """
     from .calibration import Calibration
 
-    if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice(method, ClusterMethod, "clustering method")
     calibration = Calibration.load(model, threshold=verification_threshold)
     if not calibration.far_table or n_faces < 2:
         return float(verification_threshold)
@@ -263,15 +267,14 @@ def default_threshold(model: str, method: str, n_faces: int, verification_thresh
     return float(min(calibration.threshold(far), verification_threshold))
 
 
-def cluster(embeddings: np.ndarray, method: str = "agglomerative", threshold: float | None = None,
-            k: int | None = None, linkage: str = "average", seed: int = 0) -> Clustering:
+def cluster(embeddings: np.ndarray, method: ClusterMethod = "agglomerative", threshold: float | None = None,
+            k: int | None = None, linkage: Linkage = "average", seed: int = 0) -> Clustering:
     """Cluster embeddings by ``method`` (one of :data:`METHODS`).
 
     ``threshold`` (squared distance) is needed by every method except
     k-means with ``k`` given; k-means without ``k`` estimates it.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice(method, ClusterMethod, "clustering method")
     x = _unit(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
     if len(x) == 0:
         return Clustering(np.zeros(0, np.int64), method, {})

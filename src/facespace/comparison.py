@@ -31,6 +31,12 @@ def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum((a - b) ** 2, axis=-1)
 
 
+def distances_from_similarity(similarity: np.ndarray) -> np.ndarray:
+    """Squared distances of unit embeddings from their cosine similarities: 2 - 2 s, clipped to [0, 4]
+    (rounding can take a product of unit vectors a little past +-1)."""
+    return np.clip(2.0 - 2.0 * np.asarray(similarity), 0.0, 4.0)
+
+
 def distance_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """All squared distances between (Q, D) queries and (G, D) normalised gallery rows."""
     queries, gallery = np.atleast_2d(queries).astype(np.float32), np.atleast_2d(gallery).astype(np.float32)
@@ -38,7 +44,7 @@ def distance_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         raise ModelMismatchError(
             f"embeddings of size {queries.shape[1]} and {gallery.shape[1]} cannot be compared"
         )
-    return np.clip(2.0 - 2.0 * queries @ gallery.T, 0.0, 4.0)
+    return distances_from_similarity(queries @ gallery.T)
 
 
 def verify(a: np.ndarray, b: np.ndarray, threshold: float) -> Verification:

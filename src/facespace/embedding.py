@@ -58,13 +58,15 @@ class Embedder:
 
     def __init__(self, model: PretrainedConfig | str | None = None, device: str = "cpu", batch_size: int = 32,
                  flip: bool = False, backend: Backend = "torch", half: bool | None = None) -> None:
-        import torch
+        from .runtime.device import resolve_device
 
         self.backend: Backend = check_choice(backend, Backend, "backend")
         self.config: PretrainedConfig = resolve_config(model, "embedder")
-        self.device = torch.device(device)
-        if backend != "torch" and self.device.type != "cpu":
+        if backend != "torch" and str(device).split(":")[0] != "cpu":
             raise OptionError(f"backend={backend!r} runs on the CPU; use backend='torch' for other devices")
+        self.device = resolve_device(device)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         self.batch_size = batch_size
         self.flip = flip
         self.half = bool(half) if half is not None else self.device.type == "cuda"

@@ -43,10 +43,15 @@ def describe(source: ImageInput) -> str:
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return ``source`` as a contiguous RGB uint8 array of shape (H, W, 3)."""
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2 and source.shape[0] * source.shape[1] > max_pixels:
+            _check_size((source.shape[1], source.shape[0]), max_pixels, describe(source))
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, describe(source))
-        return _pil_to_rgb(source)
+        try:
+            return _pil_to_rgb(source)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:  # decoded lazily: truncated data shows now
+            raise ImageLoadError(f"{describe(source)}: corrupt or truncated image ({exc})") from exc
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageLoadError("empty image data (0 bytes)")
@@ -97,7 +102,7 @@ def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
         raise ImageLoadError(f"{name}: not an image or an unsupported format") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from exc
-    return _pil_to_rgb(image)
+    return _pil_to_rgb(image, owned=True)
 
 
 def _header_size(handle) -> tuple[int, int]:
@@ -117,9 +122,14 @@ def _header_size(handle) -> tuple[int, int]:
     return (0, 0)
 
 
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+def _pil_to_rgb(image: Image.Image, owned: bool = False) -> np.ndarray:
+    """RGB uint8 pixels of a PIL image; ``owned``: the image is ours to rotate in place (one
+    full-size copy fewer, which matters at tens of megapixels), else the caller's is left alone."""
     try:
-        image = ImageOps.exif_transpose(image)
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+        else:
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block must not make a readable image unreadable
         pass
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -128,7 +138,9 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ import numpy as np
 
 from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id
 from .comparison import verify as verify_embeddings
-from .detection.types import Detector, DetectorBackend
+from .detection.types import DETECT_PIXELS, Detector, DetectorBackend
 from .embedding import Backend, Embedder
-from .errors import FacespaceError, NoFaceError, check_choice
+from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
 from .types import EmbeddedFace, Face, ImageResult, Verification
@@ -28,23 +28,29 @@ from .types import EmbeddedFace, Face, ImageResult, Verification
 Fallback = Literal["none", "centre"]
 #: What a batch does with an unreadable item: report it in its result and go on, or raise.
 OnError = Literal["report", "raise"]
+#: Decoded pixels per chunk of a batch (a chunk also ends at ``chunk`` images): with one chunk
+#: decoding ahead, a batch of huge photos holds about two chunks in memory, not all of them.
+CHUNK_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
 class DetectorSettings:
     """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor,
-    and the runtime of its networks ("torch" or "onnx": ONNX Runtime on the CPU, same detections)."""
+    the runtime of its networks ("torch" or "onnx": ONNX Runtime on the CPU, same detections)
+    and the working size."""
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
     backend: DetectorBackend = "torch"
+    #: Working size in pixels: larger images are detected on a downscaled copy (None: full size).
+    max_pixels: int | None = DETECT_PIXELS
 
     def build(self, device: str) -> Detector:
         from .detection.mtcnn import MTCNN
 
         return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
-                                factor=self.factor, backend=self.backend)
+                                factor=self.factor, backend=self.backend, max_pixels=self.max_pixels)
 
 
 def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
@@ -54,6 +60,18 @@ def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
     x1, y1 = (width - side) / 2, (height - side) / 2
     return Face(box=np.array([x1, y1, x1 + side, y1 + side], dtype=np.float32), score=0.0,
                 landmarks=None, detected=False)
+
+
+def _check_settings(margin: int, centre_fraction: float, max_pixels: int, threshold: float | None) -> None:
+    """Refuse settings that would fail (or mislead) later, with the range that works."""
+    if not isinstance(margin, int) or margin < 0:
+        raise OptionError(f"margin must be a whole number of pixels >= 0, got {margin!r}")
+    if not 0 < centre_fraction <= 1:
+        raise OptionError(f"centre_fraction must lie in (0, 1], got {centre_fraction!r}")
+    if not isinstance(max_pixels, int) or max_pixels < 1:
+        raise OptionError(f"max_pixels must be a whole number >= 1, got {max_pixels!r}")
+    if threshold is not None and not 0 <= threshold <= 4:  # also refuses NaN
+        raise OptionError(f"threshold must be a squared distance in [0, 4], got {threshold!r}")
 
 
 class FacePipeline:
@@ -92,12 +110,13 @@ class FacePipeline:
         self.align: AlignMode = check_choice(align, AlignMode, "alignment")
         self.fallback: Fallback = check_choice(fallback, Fallback, "fallback")
         self.face_choice: FaceChoice = check_choice(face_choice, FaceChoice, "face choice")
+        _check_settings(margin, centre_fraction, max_pixels, threshold)
         self.margin = margin
         self.centre_fraction = centre_fraction
         self.max_pixels = max_pixels
         self.detector_settings = detector
         self._detector: Detector | None = None
-        self._device = device
+        self._device = str(self.embedder.device)  # resolved and checked by the embedder
         registered = self.embedder.config.threshold
         self.threshold = float(threshold if threshold is not None else registered)
 
@@ -201,12 +220,14 @@ class FacePipeline:
         chunk: int = 16,
         progress: bool = False,
         total: int | None = None,
+        chunk_pixels: int = CHUNK_PIXELS,
     ) -> Iterator[ImageResult]:
         """Embed all faces of many images, batching detection and embedding, as a stream.
 
         While one chunk is detected and embedded, a background thread decodes
         the next (image decoding releases the GIL), so reading files overlaps
-        with the networks. With ``on_error="report"`` a bad item becomes an
+        with the networks; a chunk holds at most ``chunk`` images and ends once it holds
+        ``chunk_pixels`` decoded pixels. With ``on_error="report"`` a bad item becomes an
         :class:`ImageResult` carrying its error and the rest go on; ``"raise"``
         stops at the first.
         """
@@ -222,14 +243,18 @@ class FacePipeline:
         sources = iter(items)
 
         def load_chunk() -> list[tuple[str, np.ndarray | None, str | None]]:
-            batch = []
+            batch, pixels = [], 0
             for source in itertools.islice(sources, chunk):
                 try:
-                    batch.append((describe(source), self.load(source), None))
+                    image = self.load(source)
+                    batch.append((describe(source), image, None))
+                    pixels += image.shape[0] * image.shape[1]
                 except FacespaceError as exc:
                     if on_error == "raise":
                         raise
                     batch.append((describe(source), None, str(exc)))
+                if pixels >= chunk_pixels:
+                    break
             return batch
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facespace-load") as loader:

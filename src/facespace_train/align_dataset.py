@@ -10,7 +10,7 @@ similarity transform onto the template; ``margin``: the box widened by
   thread each);
 * resumable: images whose output exists, or that are already listed in
   ``DST/no_face.tsv`` / ``DST/errors.tsv``, are skipped; outputs are written
-  to a temporary name and renamed, so an interrupted run leaves no half file;
+  atomically (:func:`facespace.files.atomic_path`), so an interrupted run leaves no half file;
 * images without a face are logged to ``DST/no_face.tsv`` (and images that
   could not be read to ``DST/errors.tsv``), one relative path per line.
 """
@@ -18,15 +18,21 @@ similarity transform onto the template; ``margin``: the box widened by
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal, get_args
 
 import cv2
 import numpy as np
 
-from .data import IMAGE_SUFFIXES
+from facespace.errors import ImageLoadError
+from facespace.face_choice import choose_index
+from facespace.files import atomic_write_bytes, image_files
+from facespace.imageio import load_image
+
+#: How a dataset image becomes a training crop: the 5-point alignment or Sandberg's margin crop.
+DatasetAlignMode = Literal["align", "margin"]
+ALIGN_MODES: tuple[str, ...] = get_args(DatasetAlignMode)
 
 NO_FACE_LOG = "no_face.tsv"
 ERROR_LOG = "errors.tsv"
@@ -35,7 +41,7 @@ ERROR_LOG = "errors.tsv"
 @dataclass(frozen=True)
 class AlignSettings:
     size: int = 160
-    mode: str = "align"            # align | margin
+    mode: DatasetAlignMode = "align"
     margin: int = 32
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -46,7 +52,7 @@ class AlignSettings:
 
 def list_images(src: Path) -> list[Path]:
     """Relative paths of all images under ``src`` (identity folders, any depth), sorted."""
-    return sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p.relative_to(src) for p in image_files(src)]
 
 
 def _logged(path: Path) -> set[str]:
@@ -76,11 +82,10 @@ def crop_largest_face(image: np.ndarray, detections, settings: AlignSettings) ->
     """The crop of the largest detected face, or None when there is none."""
     from facespace import alignment
 
-    if len(detections) == 0:
+    boxes = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4)
+    i = choose_index(boxes, image.shape, "largest")
+    if i is None:
         return None
-    boxes = np.asarray(detections.boxes, dtype=np.float64)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    i = int(np.argmax(areas))
     landmarks = getattr(detections, "landmarks", None)
     if settings.mode == "align" and landmarks is not None and len(landmarks) > i:
         return alignment.align_face(image, np.asarray(landmarks[i]), settings.size)
@@ -102,10 +107,10 @@ def _init_worker(src: str, dst: str, settings: AlignSettings, detector_factory: 
 def _process(rel: Path) -> tuple[str, str, str]:
     """(relative path, status "ok" | "no_face" | "error", message)."""
     src, dst, settings = _WORKER["src"], _WORKER["dst"], _WORKER["settings"]
-    bgr = cv2.imread(str(src / rel), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return str(rel), "error", "unreadable image"
-    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        image = load_image(src / rel)
+    except ImageLoadError as exc:
+        return str(rel), "error", f"unreadable image ({exc})"
     try:
         detections = _WORKER["detector"].detect([image])[0]
         crop = crop_largest_face(image, detections, settings)
@@ -113,12 +118,13 @@ def _process(rel: Path) -> tuple[str, str, str]:
         return str(rel), "error", f"{type(exc).__name__}: {exc}"
     if crop is None:
         return str(rel), "no_face", ""
-    out = output_path(dst, rel, settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
-        return str(rel), "error", "could not write output"
-    os.replace(tmp, out)
+    ok, encoded = cv2.imencode(settings.extension, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    if not ok:
+        return str(rel), "error", "could not encode output"
+    try:
+        atomic_write_bytes(output_path(dst, rel, settings), encoded.tobytes())
+    except OSError as exc:
+        return str(rel), "error", f"could not write output ({exc})"
     return str(rel), "ok", ""
 
 

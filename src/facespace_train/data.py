@@ -1,7 +1,9 @@
 """Folder-per-identity face datasets and their augmentation (numpy + OpenCV only).
 
-``root/<identity>/<image>`` with any of .jpg/.jpeg/.png/.bmp/.webp; identities
-are labelled 0..N-1 in sorted name order. Every image is cropped the same way
+``root/<identity>/<image>`` with any of the image suffixes of
+:data:`facespace.files.IMAGE_SUFFIXES`, read by :func:`facespace.imageio.load_image`
+(pixel limit, EXIF orientation, alpha on white); identities are labelled 0..N-1
+in sorted name order. Every image is cropped the same way
 as evaluation images: the central square covering ``crop_fraction`` of the
 shorter side (``facespace.alignment.centre_crop``'s rule), resized to the
 network input. Augmentation perturbs that crop: horizontal flip, crop jitter
@@ -13,7 +15,6 @@ the number of loader workers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +23,9 @@ import cv2
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from facespace.files import image_files
+from facespace.imageio import load_image
+from facespace.runtime.preprocess import normalise
 
 
 @dataclass(frozen=True)
@@ -39,25 +42,6 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         return cls(False, 0.0, 0.0, 0.0, 0.0, 0.0)
-
-
-def normalise(batch: np.ndarray, mode: str = "fixed") -> torch.Tensor:
-    """(N, H, W, 3) uint8/float RGB -> (N, 3, H, W) float32, as the registry defines the modes.
-
-    ``"fixed"``: (x - 127.5) / 128; ``"prewhiten"``: per image (x - mean) / max(std, 1/sqrt(n)).
-    """
-    x = torch.as_tensor(np.ascontiguousarray(batch), dtype=torch.float32)
-    if x.ndim == 3:
-        x = x[None]
-    x = x.permute(0, 3, 1, 2)
-    if mode == "fixed":
-        return (x - 127.5) / 128.0
-    if mode == "prewhiten":
-        n = x[0].numel()
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1.0 / math.sqrt(n))
-        return (x - mean) / std
-    raise ValueError(f"unknown normalisation {mode!r}")
 
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -116,13 +100,6 @@ def crop_and_augment(image: np.ndarray, out_size: int | Sequence[int], crop_frac
     return out
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def scan_identity_folders(root: str | Path, min_images: int = 1, max_identities: int | None = None
                           ) -> tuple[list[Path], list[int], list[str]]:
     """(paths, labels, identity names) of ``root/<identity>/<image>``."""
@@ -131,7 +108,7 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, max_identities:
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     names, paths, labels = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(folder, recursive=False)
         if len(files) < min_images:
             continue
         if max_identities is not None and len(names) >= max_identities:
@@ -171,7 +148,7 @@ class IdentityFolderDataset(torch.utils.data.Dataset):
     def image(self, index: int) -> np.ndarray:
         if index in self._cache:
             return self._cache[index]
-        image = read_rgb(self.paths[index])
+        image = load_image(self.paths[index])
         if self.cache:
             need = max(self.input_size) * 1.25 / self.crop_fraction
             shorter = min(image.shape[:2])

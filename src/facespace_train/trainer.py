@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import csv
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -29,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from facespace.files import atomic_path
+from facespace.runtime.device import resolve_device
 
 from . import distributed as dist_utils
 from .config import TrainConfig
@@ -47,10 +49,10 @@ def default_shared_data() -> Path:
     return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``path`` through :func:`facespace.files.atomic_path` (no half-written file)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # -- model -----------------------------------------------------------------------
@@ -374,11 +376,10 @@ class Trainer:
         if not self.dist.is_main:
             return None
         path = Path(path) if path else self.out_dir / "checkpoint_last.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.checkpoint(), tmp)
-        os.replace(tmp, path)
+        state = self.checkpoint()
+        save_atomic(state, path)
         if self.cfg.keep_checkpoints:
-            torch.save(self.checkpoint(), self.out_dir / f"checkpoint_{self.step:07d}.pt")
+            save_atomic(state, self.out_dir / f"checkpoint_{self.step:07d}.pt")
         return path
 
     def load_checkpoint(self, path: Path) -> None:
@@ -428,9 +429,9 @@ class Trainer:
         final_eval = self.evaluate() if cfg.lfw_dir and (not cfg.eval_every or self.step % cfg.eval_every) else None
         self.save_checkpoint()
         if self.dist.is_main:
-            torch.save({"model": self.model.state_dict(), "config": cfg.to_dict(),
-                        "input_size": list(self.input_size), "normalisation": self.normalisation},
-                       self.out_dir / "model_final.pt")
+            save_atomic({"model": self.model.state_dict(), "config": cfg.to_dict(),
+                         "input_size": list(self.input_size), "normalisation": self.normalisation},
+                        self.out_dir / "model_final.pt")
         return {"step": self.step, "train_time_s": self.train_time, "last_log": last, "final_eval": final_eval}
 
 

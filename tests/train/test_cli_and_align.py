@@ -41,10 +41,10 @@ def test_bad_config_values(tmp_path):
 
 
 def test_facespace_train_command_prints_config(tmp_path, capsys):
-    from facespace.cli import train as train_cli
+    from facespace_train.cli import register_train
 
     sub = argparse.ArgumentParser().add_subparsers()
-    train_cli.register(sub)
+    register_train(sub)
     args = sub.choices["train"].parse_args(["--data", "x", "--mining", "random", "--print-config"])
     assert args.handler(args) == 0
     assert json.loads(capsys.readouterr().out)["mining"] == "random"

@@ -21,9 +21,9 @@ from PIL import Image
 
 from ..clustering import LINKAGES, METHODS, cluster, default_threshold
 from ..errors import FacespaceError
-from .common import add_pipeline_options, pipeline_from_args
+from ..files import image_files
+from .common import add_pipeline_options, add_quiet_option, pipeline_from_args
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 THUMB = 112
 
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "from the model's calibration, at most its verification threshold)")
     p.add_argument("--k", type=int, default=None, help="clusters for k-means (default: estimated)")
     p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative linkage")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p)
     add_pipeline_options(p)
     p.set_defaults(handler=run_cluster)
 
@@ -47,7 +47,7 @@ def find_images(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FacespaceError(f"{root}: no such folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return image_files(root)
 
 
 def run_cluster(args: argparse.Namespace) -> int:

@@ -1,16 +1,26 @@
-"""Options shared by the commands that run the pipeline."""
+"""Options and parser helpers shared by the commands."""
 
 from __future__ import annotations
 
 import argparse
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..alignment import ALIGN_MODES
+from ..detection.types import DETECTOR_BACKENDS
 from ..embedding import BACKENDS
 
 if TYPE_CHECKING:
     from ..pipeline import FacePipeline
+
+
+def add_group(sub: argparse._SubParsersAction, name: str, help: str, dest: str,
+              metavar: str) -> argparse._SubParsersAction:
+    """A command whose actions are sub-commands (``facespace NAME ACTION ...``); returns their subparsers."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=dest, metavar=metavar, required=True)
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool = False) -> None:
@@ -25,15 +35,17 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
                            help="embedding runtime: torch (default), onnx (ONNX Runtime, same embeddings) or "
                                 "onnx-int8 (int8-quantised, ~3x faster on CPU)")
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
-    group.add_argument("--detector-backend", default="torch", choices=("torch", "onnx"),
+    group.add_argument("--detector-backend", default="torch", choices=DETECTOR_BACKENDS,
                        help="MTCNN runtime: torch (default) or onnx (ONNX Runtime, CPU)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
-def pipeline_from_args(args: argparse.Namespace) -> "FacePipeline":
+def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeline":
+    """The pipeline the pipeline options ask for. ``settings`` are further :class:`FacePipeline`
+    arguments (``threshold=``, ``max_pixels=``, ...); they win over the options (``model=`` a gallery's)."""
     from ..pipeline import DetectorSettings, FacePipeline  # torch loads only for commands that need it
 
-    return FacePipeline(
+    options: dict[str, Any] = dict(
         model=getattr(args, "model", None),
         align=getattr(args, "align", None),
         flip=getattr(args, "flip", False),
@@ -42,6 +54,7 @@ def pipeline_from_args(args: argparse.Namespace) -> "FacePipeline":
         detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch")),
         backend=getattr(args, "backend", "torch"),
     )
+    return FacePipeline(**{**options, **settings})
 
 
 def _positive_int(text: str) -> int:

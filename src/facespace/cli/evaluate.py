@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import _positive_int, add_pipeline_options, pipeline_from_args
+from ..evaluation.scoring import FLIP_RULES
+from .common import _positive_int, add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser("evaluate", help="verification accuracy, VAL@FAR, AUC and EER on face pairs")
-    kinds = evaluate.add_subparsers(dest="evaluate_kind", metavar="DATASET")
-    kinds.required = True
+    kinds = add_group(sub, "evaluate", help="verification accuracy, VAL@FAR, AUC and EER on face pairs",
+                      dest="evaluate_kind", metavar="DATASET")
 
     lfw = kinds.add_parser("lfw", help="LFW view 2 (pairs.txt, 10 folds)",
                            description="Run the LFW 10-fold protocol. --root may be the image folder "
@@ -43,9 +43,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     parser.add_argument("--cache-dir", metavar="DIR", help="embedding cache (default: $FACESPACE_HOME/embeddings)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(parser)
     scoring = parser.add_argument_group("scoring (how published FaceNet numbers were measured)")
-    scoring.add_argument("--flip-rule", choices=("mean", "concat"), default="mean",
+    scoring.add_argument("--flip-rule", choices=FLIP_RULES, default="mean",
                          help="with --flip: average the two views (default, what the library does) or "
                               "concatenate them")
     scoring.add_argument("--subtract-mean", action="store_true",

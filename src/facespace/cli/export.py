@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_group
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    export = sub.add_parser("export", help="export networks to other formats (ONNX)")
-    esub = export.add_subparsers(dest="export_command", metavar="FORMAT")
-    esub.required = True
+    esub = add_group(sub, "export", help="export networks to other formats (ONNX)", dest="export_command",
+                     metavar="FORMAT")
     onnx = esub.add_parser("onnx", help="write a network as an ONNX graph (needs the 'onnx' extra)")
     onnx.add_argument("model", metavar="MODEL", help="a registered embedder, or 'mtcnn' for the detector")
     onnx.add_argument("out", metavar="OUT", help="output .onnx file (a directory for mtcnn)")

@@ -5,55 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import get_args
 
-from .common import add_pipeline_options, pipeline_from_args
+from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    gallery = sub.add_parser("gallery", help="manage a gallery of enrolled identities (a SQLite file)")
-    actions = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
-    actions.required = True
+    from ..gallery.store import OnConflict
 
-    enroll = actions.add_parser("enroll", help="enrol a folder-per-person tree, or images of one person",
-                                description="Enrol identities. Either --tree DIR (one sub-folder of images per "
-                                            "person) or IMG... --name NAME. Each person is one transaction.")
-    enroll.add_argument("gallery", metavar="GALLERY", help="gallery file (created if missing)")
+    actions = add_group(sub, "gallery", help="manage a gallery of enrolled identities (a SQLite file)",
+                        dest="gallery_command", metavar="ACTION")
+
+    enroll = _add_action(actions, "enroll", run_enroll,
+                         help="enrol a folder-per-person tree, or images of one person",
+                         description="Enrol identities. Either --tree DIR (one sub-folder of images per "
+                                     "person) or IMG... --name NAME. Each person is one transaction.",
+                         gallery_help="gallery file (created if missing)")
     enroll.add_argument("images", nargs="*", metavar="IMG")
     enroll.add_argument("--tree", metavar="DIR", help="folder with one sub-folder of images per person")
     enroll.add_argument("--name", help="identity name for the IMG arguments")
     enroll.add_argument("--replace", action="store_true", help="drop an identity's old embeddings first")
     enroll.add_argument("--json", action="store_true", help="print a JSON report")
-    enroll.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(enroll)
     add_pipeline_options(enroll)
-    enroll.set_defaults(handler=run_enroll)
 
-    listing = actions.add_parser("list", help="list identities")
-    listing.add_argument("gallery", metavar="GALLERY")
+    listing = _add_action(actions, "list", run_list, help="list identities")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=run_list)
 
-    remove = actions.add_parser("remove", help="delete identities and their embeddings")
-    remove.add_argument("gallery", metavar="GALLERY")
+    remove = _add_action(actions, "remove", run_remove, help="delete identities and their embeddings")
     remove.add_argument("names", nargs="+", metavar="NAME")
-    remove.set_defaults(handler=run_remove)
 
-    rename = actions.add_parser("rename", help="rename an identity")
-    rename.add_argument("gallery", metavar="GALLERY")
+    rename = _add_action(actions, "rename", run_rename, help="rename an identity")
     rename.add_argument("old", metavar="OLD")
     rename.add_argument("new", metavar="NEW")
-    rename.set_defaults(handler=run_rename)
 
-    export = actions.add_parser("export", help="write the gallery to .json or .npz")
-    export.add_argument("gallery", metavar="GALLERY")
+    export = _add_action(actions, "export", run_export, help="write the gallery to .json or .npz")
     export.add_argument("out", metavar="OUT", help="file ending in .json or .npz")
-    export.set_defaults(handler=run_export)
 
-    imp = actions.add_parser("import", help="add identities from a .json or .npz export")
-    imp.add_argument("gallery", metavar="GALLERY")
+    imp = _add_action(actions, "import", run_import, help="add identities from a .json or .npz export")
     imp.add_argument("source", metavar="FILE")
-    imp.add_argument("--on-conflict", choices=["merge", "replace", "skip", "error"], default="merge",
+    imp.add_argument("--on-conflict", choices=get_args(OnConflict), default="merge",
                      help="what to do with names already enrolled (default: merge embeddings)")
-    imp.set_defaults(handler=run_import)
+
+
+def _add_action(actions: argparse._SubParsersAction, name: str, handler, help: str,
+                description: str | None = None, gallery_help: str | None = None) -> argparse.ArgumentParser:
+    """``facespace gallery NAME GALLERY ...``, run by ``handler``."""
+    parser = actions.add_parser(name, help=help, description=description)
+    parser.add_argument("gallery", metavar="GALLERY", help=gallery_help)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def open_gallery(path: str, create: bool = False):
@@ -64,9 +65,10 @@ def open_gallery(path: str, create: bool = False):
 
 def pipeline_for_gallery(args: argparse.Namespace, gallery):
     """The pipeline the options ask for; the model defaults to the one the gallery was built with."""
-    if getattr(args, "model", None) is None and gallery is not None and gallery.model is not None:
-        args.model = gallery.model
-    return pipeline_from_args(args)
+    model = getattr(args, "model", None)
+    if model is None and gallery is not None:
+        model = gallery.model
+    return pipeline_from_args(args, model=model)
 
 
 def run_enroll(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import FacespaceError
-from .common import add_pipeline_options, pipeline_from_args
+from .common import add_pipeline_options, add_quiet_option, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     embed = sub.add_parser("embed", help="embed every face of images into a file")
     embed.add_argument("images", nargs="+", metavar="IMG")
     embed.add_argument("--out", required=True, metavar="FILE", help="output: .npz (NumPy) or .jsonl (JSON lines)")
-    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(embed)
     add_pipeline_options(embed)
     embed.set_defaults(handler=run_embed)
 
@@ -127,9 +127,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    pipeline = pipeline_from_args(args)
-    if args.threshold is not None:
-        pipeline.threshold = args.threshold
+    pipeline = pipeline_from_args(args, threshold=args.threshold)
     verdict = pipeline.verify(args.first, args.second)
     if args.json:
         print(json.dumps({"a": args.first, "b": args.second, "model": pipeline.model_name, **verdict.to_dict()}))

@@ -1,7 +1,9 @@
 """Entry point of the ``facespace`` command.
 
 Each command group lives in its own module under :mod:`facespace.cli` with a
-``register(subparsers)`` function; add it to ``COMMAND_MODULES``. Errors that
+``register(subparsers)`` function; add it to ``COMMAND_MODULES``. Other packages
+add commands through the ``facespace.commands`` entry-point group (the training
+package's ``train`` and ``align``), so this package never imports them. Errors that
 users cause (:class:`FacespaceError`) become one line on stderr and exit 1;
 bad arguments exit 2 (argparse).
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from importlib.metadata import entry_points
 
 from ..errors import FacespaceError
 
@@ -21,18 +25,36 @@ COMMAND_MODULES = [
     "export",     # export onnx MODEL OUT
     "evaluate",   # evaluate lfw | pairs
     "gallery", "identify", "cluster", "video", "serve",  # gallery enroll|list|..., identify, cluster, video, serve
-    "train", "align",  # train (facespace_train), align SRC DST (pre-align a dataset)
 ]
+#: Entry-point group through which other packages add commands (facespace_train: train, align).
+PLUGIN_GROUP = "facespace.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facespace", description="FaceNet face detection, embedding and recognition.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.{name}").register(sub)
+    for plugin in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = plugin.load()
+        except ImportError as exc:  # a plugin whose package is broken or half-installed
+            _unavailable(sub, plugin.name, exc)
+            continue
+        register(sub)
     return parser
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, exc: Exception) -> None:
+    """A command whose package cannot be imported: it says why instead of vanishing."""
+    parser = sub.add_parser(name, help=f"(unavailable: {exc})")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def fail(args: argparse.Namespace) -> int:
+        raise FacespaceError(f"`facespace {name}` is unavailable: {exc}")
+
+    parser.set_defaults(handler=fail)
 
 
 def _version() -> str:
@@ -52,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facespace: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `facespace ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return int(code or 0)
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from ..errors import UnknownModelError
 from ..pretrained.registry import get_config, list_models
 from ..pretrained.weights import install_from_file, is_cached, pull
+from .common import add_group
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="list, fetch and describe pretrained models")
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
-    msub.required = True
+    msub = add_group(sub, "models", help="list, fetch and describe pretrained models", dest="models_command",
+                     metavar="ACTION")
 
     lister = msub.add_parser("list", help="registered models and whether they are cached")
     lister.add_argument("--json", action="store_true")

@@ -41,8 +41,8 @@ def run_serve(args: argparse.Namespace) -> int:
                     max_request_bytes=int(args.max_upload_mb * 1024 * 1024) * 4 + 65536,
                     max_pixels=int(args.max_megapixels * 1_000_000))
     api_key = os.environ.get(args.api_key_env) or None
-    app = create_app(lambda: pipeline_from_args(args), gallery_path=args.gallery, api_key=api_key,
-                     limits=limits, demo_images=args.demo or (), far=args.far)
+    app = create_app(lambda: pipeline_from_args(args, max_pixels=limits.max_pixels), gallery_path=args.gallery,
+                     api_key=api_key, limits=limits, demo_images=args.demo or (), far=args.far)
     warm(app)
     print(f"facespace: serving on http://{args.host}:{args.port}/ "
           f"({'API key required' if api_key else 'no API key'})", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import _positive_int, add_pipeline_options, pipeline_from_args
+from .common import _positive_int, add_pipeline_options, add_quiet_option, pipeline_from_args
 from .gallery import open_gallery, pipeline_for_gallery
 from .identify import add_search_options, identifier_from_args
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
     p.add_argument("--iou", type=float, default=0.3, help="least box overlap that links detections (0.3)")
     p.add_argument("--min-sightings", type=_positive_int, default=1, help="drop shorter tracks (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p)
     add_search_options(p)
     add_pipeline_options(p)
     p.set_defaults(handler=run_video)

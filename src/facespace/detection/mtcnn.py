@@ -36,7 +36,7 @@ from ..pretrained.loader import load_mtcnn_net
 from ..runtime.preprocess import fixed_scale
 from ..runtime.threads import apply_thread_default
 from .nms import batched_nms
-from .types import DetectorBackend, Detections
+from .types import DETECT_PIXELS, DetectorBackend, Detections
 
 __all__ = ["MTCNN"]
 
@@ -55,11 +55,16 @@ class MTCNN:
     three networks. ``min_face_size`` is the smallest face side (pixels) the
     pyramid looks for; ``thresholds`` are the P-, R- and O-Net score cut-offs;
     ``factor`` is the pyramid's scale step.
+
+    ``max_pixels`` is the working size: a larger image is detected on a copy
+    downscaled to that many pixels and its boxes and landmarks are mapped back,
+    so detection memory (about 1 GB for a 36-megapixel image at full size) stays
+    bounded; ``min_face_size`` then applies to the copy. ``None`` detects at full size.
     """
 
     def __init__(self, pnet: PNet, rnet: RNet, onet: ONet, *, min_face_size: float = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", max_pixels: int | None = DETECT_PIXELS) -> None:
         if not min_face_size > 0:
             raise ValueError(f"min_face_size must be positive, got {min_face_size}")
         if not 0 < factor < 1:
@@ -67,6 +72,9 @@ class MTCNN:
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0 <= t <= 1 for t in thresholds):
             raise ValueError(f"thresholds must be three values in [0, 1], got {thresholds}")
+        if max_pixels is not None and not max_pixels >= 4 * _CELL * _CELL:
+            raise ValueError(f"max_pixels must be at least {4 * _CELL * _CELL}, got {max_pixels}")
+        self.max_pixels = max_pixels
         self.min_face_size = float(min_face_size)
         self.thresholds = thresholds
         self.factor = float(factor)
@@ -122,9 +130,19 @@ class MTCNN:
         arrays = [_check_image(image, i) for i, image in enumerate(images)]
         if not arrays:
             return []
+        shrink = [self._working_scale(a.shape) for a in arrays]
+        arrays = [a if s == 1 else _resize(a, s) for a, s in zip(arrays, shrink)]
         boxes, groups = self._stage_pnet(arrays)
         boxes, groups = self._stage_rnet(arrays, boxes, groups)
-        return self._stage_onet(arrays, boxes, groups)
+        found = self._stage_onet(arrays, boxes, groups)
+        return [d if s == 1 else d.scaled(1 / s) for d, s in zip(found, shrink)]
+
+    def _working_scale(self, shape: Sequence[int]) -> float:
+        """1, or the factor that brings an image down to ``max_pixels``."""
+        pixels = shape[0] * shape[1]
+        if self.max_pixels is None or pixels <= self.max_pixels:
+            return 1.0
+        return math.sqrt(self.max_pixels / pixels)
 
     def __repr__(self) -> str:
         return (f"MTCNN(min_face_size={self.min_face_size:g}, thresholds={self.thresholds}, "

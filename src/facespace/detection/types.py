@@ -7,11 +7,13 @@ from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES"]
+__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES"]
 
 #: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections).
 DetectorBackend = Literal["torch", "onnx"]
 DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackend)
+#: Default working size of detection: images with more pixels are detected on a downscaled copy.
+DETECT_PIXELS = 2048 * 2048
 
 #: Order of the five landmarks in :attr:`Detections.landmarks`.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -59,6 +61,10 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         return cls()
+
+    def scaled(self, factor: float) -> "Detections":
+        """The same detections in the pixels of an image ``factor`` times as large."""
+        return Detections(self.boxes * factor, self.scores, self.landmarks * factor)
 
 
 class Detector(Protocol):

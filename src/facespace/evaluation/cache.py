@@ -101,7 +101,6 @@ class EmbeddingSet:
         return {p: i for i, p in enumerate(self.paths)}
 
 
-# -- face choice ---------------------------------------------------------------------
 # -- the on-disk store -------------------------------------------------------------------
 class _Store:
     """Append-only ``key -> records`` store in a folder of ``.npz`` shards.
@@ -182,6 +181,157 @@ def _embed_view(embedder, crops: np.ndarray, mirror: bool) -> np.ndarray:
     return embedder.embed_crops(crops, flip=False)
 
 
+def _face_of(record: dict[str, np.ndarray], index: int) -> Face:
+    """Detected face ``index`` of a cached detection record (boxes, scores, landmarks)."""
+    return Face(box=record["boxes"][index], score=float(record["scores"][index]),
+                landmarks=record["landmarks"][index])
+
+
+class _CachedRun:
+    """The stores of one :func:`embed_paths` call (one per view, plus the shared detections),
+    what they hold, what is still to be written, and the counts and times of the run."""
+
+    def __init__(self, pipeline, root: Path, cache: bool) -> None:
+        self.pipeline = pipeline
+        self.cache = cache
+        self.descriptor = _embedding_descriptor(pipeline)
+        self.tag = f"{pipeline.model_name}-{pipeline.align}-{_short_hash(self.descriptor)}"
+        self.views = ["plain", "mirror"] if pipeline.embedder.flip else ["plain"]
+        self.stores = {v: _Store(root / f"{self.tag}-{v}", {**self.descriptor, "view": v}) for v in self.views}
+        self.known = {v: (self.stores[v].load() if cache else {}) for v in self.views}
+        self.pending: dict[str, dict[str, dict[str, np.ndarray]]] = {v: {} for v in self.views}
+        self.use_detector = pipeline.align != "centre"
+        detector = _detector_descriptor(pipeline)
+        self.det_store = _Store(root / "detections" / _short_hash(detector), detector) if self.use_detector else None
+        self.det_known: dict[str, dict[str, np.ndarray]] | None = None  # loaded when first needed
+        self.det_pending: dict[str, dict[str, np.ndarray]] = {}
+        self.seconds = {"hash": 0.0, "load": 0.0, "detect": 0.0, "embed_plain": 0.0, "embed_mirror": 0.0}
+        self.computed = {v: 0 for v in self.views}
+        self.detections_computed = 0
+
+    def todo(self, keys: list[str]) -> list[str]:
+        """The keys some view has no embedding for."""
+        return [k for k in keys if any(k not in self.known[v] for v in self.views)]
+
+    def flush(self) -> None:
+        if not self.cache:
+            return
+        for v in self.views:
+            self.stores[v].write(self.pending[v])
+            self.pending[v].clear()
+        if self.det_store is not None:
+            self.det_store.write(self.det_pending)
+            self.det_pending.clear()
+
+    def detections(self, batch: list[str], images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Every face the detector finds in each image: from the store, or detected now and stored."""
+        if self.det_known is None:
+            self.det_known = self.det_store.load() if self.cache else {}
+        need = [i for i, k in enumerate(batch) if k not in self.det_known]
+        if need:
+            t = time.perf_counter()
+            found = self.pipeline.detector.detect([images[i] for i in need])
+            self.seconds["detect"] += time.perf_counter() - t
+            self.detections_computed += len(need)
+            for i, det in zip(need, found):
+                record = {"boxes": det.boxes, "scores": det.scores, "landmarks": det.landmarks}
+                self.det_known[batch[i]] = self.det_pending[batch[i]] = record
+        return [self.det_known[k] for k in batch]
+
+    def faces(self, batch: list[str], images: list[np.ndarray]) -> list[Face]:
+        """The face of each image: the detection nearest the centre, else the centre-crop fallback."""
+        fraction = self.pipeline.centre_fraction
+        if not self.use_detector:
+            return [centre_face(image.shape, fraction) for image in images]
+        faces = []
+        for image, record in zip(images, self.detections(batch, images)):
+            chosen = choose_index(record["boxes"], image.shape, "central")
+            faces.append(centre_face(image.shape, fraction) if chosen is None else _face_of(record, chosen))
+        return faces
+
+    def crops(self, images: list[np.ndarray], faces: list[Face]) -> np.ndarray:
+        """The network-input crop of each face; a degenerate box becomes the fallback (in ``faces`` too)."""
+        crops = []
+        for i, (image, face) in enumerate(zip(images, faces)):
+            try:
+                crops.append(self.pipeline.crop(image, face))
+            except ValueError:  # a degenerate box: treat the face as missed
+                faces[i] = centre_face(image.shape, self.pipeline.centre_fraction)
+                crops.append(self.pipeline.crop(image, faces[i]))
+        return np.stack(crops)
+
+    def embed_chunk(self, batch: list[str], first_path: dict[str, Path]) -> None:
+        """Load, detect, crop and embed the images of ``batch`` for the views that lack them."""
+        t = time.perf_counter()
+        images = [self.pipeline.load(first_path[k]) for k in batch]
+        self.seconds["load"] += time.perf_counter() - t
+        faces = self.faces(batch, images)
+        crops = self.crops(images, faces)
+        for v in self.views:
+            rows = [i for i, k in enumerate(batch) if k not in self.known[v]]
+            if not rows:
+                continue
+            t = time.perf_counter()
+            vectors = _embed_view(self.pipeline.embedder, crops[rows], mirror=(v == "mirror"))
+            self.seconds[f"embed_{v}"] += time.perf_counter() - t
+            self.computed[v] += len(rows)
+            for i, vec in zip(rows, vectors):
+                record = {"vector": vec[None].astype(np.float32),
+                          "detected": np.array([faces[i].detected]),
+                          "box": np.asarray(faces[i].box, dtype=np.float32)[None]}
+                self.known[v][batch[i]] = record
+                self.pending[v][batch[i]] = record
+
+    def run(self, todo: list[str], first_path: dict[str, Path], chunk: int, progress: bool) -> None:
+        """Embed every key of ``todo`` in chunks, writing shards every :data:`FLUSH_EVERY` images."""
+        bar = self._progress_bar(len(todo)) if progress and todo else None
+        since_flush = 0
+        try:
+            for begin in range(0, len(todo), chunk):
+                batch = todo[begin:begin + chunk]
+                self.embed_chunk(batch, first_path)
+                since_flush += len(batch)
+                if since_flush >= FLUSH_EVERY:
+                    self.flush()
+                    since_flush = 0
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            self.flush()
+            if bar is not None:
+                bar.close()
+
+    def _progress_bar(self, total: int):
+        from tqdm import tqdm
+
+        flip = " +flip" if len(self.views) > 1 else ""
+        return tqdm(total=total, unit="img", dynamic_ncols=True,
+                    desc=f"{self.pipeline.model_name} {self.pipeline.align}{flip}")
+
+    def vectors(self, view: str, path_keys: list[str]) -> np.ndarray:
+        return np.stack([self.known[view][k]["vector"][0] for k in path_keys]).astype(np.float32)
+
+    def result(self, paths: list[Path], path_keys: list[str], stats: dict, root: Path) -> EmbeddingSet:
+        """The :class:`EmbeddingSet` of ``paths`` once every key is known."""
+        embedder = self.pipeline.embedder
+        plain = self.vectors("plain", path_keys) if paths else np.zeros((0, embedder.dim), np.float32)
+        view_vectors = {"plain": plain}
+        if "mirror" in self.views and paths:
+            view_vectors["mirror"] = self.vectors("mirror", path_keys)
+            embeddings = unit_rows(plain + view_vectors["mirror"]).astype(np.float32)
+        else:
+            embeddings = plain
+        detected = np.array([bool(self.known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)
+        stats["computed"] = self.computed
+        stats["detections_computed"] = self.detections_computed
+        stats["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        stats["cache"] = str(root / self.tag) if self.cache else None
+        d = self.descriptor
+        preprocessing = {**d["preprocessing"], "flip": embedder.flip, "face": d["face"], "fallback": d["fallback"]}
+        return EmbeddingSet(paths=paths, embeddings=embeddings, detected=detected, preprocessing=preprocessing,
+                            detection_used=self.use_detector, stats=stats, views=view_vectors)
+
+
 def embed_paths(
     pipeline,
     paths: Iterable[str | os.PathLike],
@@ -198,132 +348,17 @@ def embed_paths(
     """
     paths = [Path(p) for p in paths]
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    stats: dict = {"images": len(paths)}
-    seconds: dict[str, float] = {"hash": 0.0, "load": 0.0, "detect": 0.0, "embed_plain": 0.0,
-                                 "embed_mirror": 0.0}
-
     start = time.perf_counter()
     path_keys = [file_sha1(p) for p in paths]
-    seconds["hash"] = time.perf_counter() - start
+    hash_seconds = time.perf_counter() - start
     first_path: dict[str, Path] = {}
     for p, k in zip(paths, path_keys):
         first_path.setdefault(k, p)
     keys = list(first_path)
-    stats["unique_images"] = len(keys)
 
-    use_detector = pipeline.align != "centre"
-    descriptor = _embedding_descriptor(pipeline)
-    tag = f"{pipeline.model_name}-{pipeline.align}-{_short_hash(descriptor)}"
-    views = ["plain", "mirror"] if pipeline.embedder.flip else ["plain"]
-    stores = {v: _Store(root / f"{tag}-{v}", {**descriptor, "view": v}) for v in views}
-    known = {v: (stores[v].load() if cache else {}) for v in views}
-    det_store = _Store(root / "detections" / _short_hash(_detector_descriptor(pipeline)),
-                       _detector_descriptor(pipeline)) if use_detector else None
-    det_known = None  # loaded lazily: only needed when something is computed
-
-    todo = [k for k in keys if any(k not in known[v] for v in views)]
-    stats["cached"] = {v: sum(k in known[v] for k in keys) for v in views}
-    computed = {v: 0 for v in views}
-    detections_computed = 0
-    pending = {v: {} for v in views}
-    det_pending: dict[str, dict[str, np.ndarray]] = {}
-
-    def flush() -> None:
-        if not cache:
-            return
-        for v in views:
-            stores[v].write(pending[v])
-            pending[v].clear()
-        if det_store is not None:
-            det_store.write(det_pending)
-            det_pending.clear()
-
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="img", dynamic_ncols=True,
-                   desc=f"{pipeline.model_name} {pipeline.align}{' +flip' if len(views) > 1 else ''}")
-    since_flush = 0
-    try:
-        for begin in range(0, len(todo), chunk):
-            batch = todo[begin:begin + chunk]
-            t = time.perf_counter()
-            images = [pipeline.load(first_path[k]) for k in batch]
-            seconds["load"] += time.perf_counter() - t
-
-            faces: list[Face] = []
-            if use_detector:
-                if det_known is None:
-                    det_known = det_store.load() if cache else {}
-                need = [i for i, k in enumerate(batch) if k not in det_known]
-                if need:
-                    t = time.perf_counter()
-                    found = pipeline.detector.detect([images[i] for i in need])
-                    seconds["detect"] += time.perf_counter() - t
-                    detections_computed += len(need)
-                    for i, det in zip(need, found):
-                        record = {"boxes": det.boxes, "scores": det.scores, "landmarks": det.landmarks}
-                        det_known[batch[i]] = det_pending[batch[i]] = record
-                for k, image in zip(batch, images):
-                    det = det_known[k]
-                    chosen = choose_index(det["boxes"], image.shape, "central")
-                    if chosen is None:
-                        faces.append(centre_face(image.shape, pipeline.centre_fraction))
-                    else:
-                        faces.append(Face(box=det["boxes"][chosen], score=float(det["scores"][chosen]),
-                                          landmarks=det["landmarks"][chosen]))
-            else:
-                faces = [centre_face(image.shape, pipeline.centre_fraction) for image in images]
-
-            crops = []
-            for i, (image, face) in enumerate(zip(images, faces)):
-                try:
-                    crops.append(pipeline.crop(image, face))
-                except ValueError:  # a degenerate box: treat the face as missed
-                    faces[i] = centre_face(image.shape, pipeline.centre_fraction)
-                    crops.append(pipeline.crop(image, faces[i]))
-            crops = np.stack(crops)
-            for v in views:
-                rows = [i for i, k in enumerate(batch) if k not in known[v]]
-                if not rows:
-                    continue
-                t = time.perf_counter()
-                vectors = _embed_view(pipeline.embedder, crops[rows], mirror=(v == "mirror"))
-                seconds[f"embed_{v}"] += time.perf_counter() - t
-                computed[v] += len(rows)
-                for i, vec in zip(rows, vectors):
-                    record = {"vector": vec[None].astype(np.float32),
-                              "detected": np.array([faces[i].detected]),
-                              "box": np.asarray(faces[i].box, dtype=np.float32)[None]}
-                    known[v][batch[i]] = record
-                    pending[v][batch[i]] = record
-            since_flush += len(batch)
-            if since_flush >= FLUSH_EVERY:
-                flush()
-                since_flush = 0
-            if bar is not None:
-                bar.update(len(batch))
-    finally:
-        flush()
-        if bar is not None:
-            bar.close()
-
-    plain = np.stack([known["plain"][k]["vector"][0] for k in path_keys]) if paths else \
-        np.zeros((0, pipeline.embedder.dim), np.float32)
-    view_vectors = {"plain": plain.astype(np.float32)}
-    if "mirror" in views and paths:
-        view_vectors["mirror"] = np.stack([known["mirror"][k]["vector"][0] for k in path_keys]).astype(np.float32)
-        embeddings = unit_rows(plain + view_vectors["mirror"]).astype(np.float32)
-    else:
-        embeddings = view_vectors["plain"]
-    detected = np.array([bool(known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)
-    stats["computed"] = computed
-    stats["detections_computed"] = detections_computed
-    stats["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    stats["cache"] = str(root / tag) if cache else None
-    preprocessing = {**descriptor["preprocessing"], "flip": pipeline.embedder.flip,
-                     "face": descriptor["face"], "fallback": descriptor["fallback"]}
-    return EmbeddingSet(paths=paths, embeddings=embeddings, detected=detected,
-                        preprocessing=preprocessing, detection_used=use_detector, stats=stats,
-                        views=view_vectors)
+    run = _CachedRun(pipeline, root, cache)
+    run.seconds["hash"] = hash_seconds
+    stats: dict = {"images": len(paths), "unique_images": len(keys),
+                   "cached": {v: sum(k in run.known[v] for k in keys) for v in run.views}}
+    run.run(run.todo(keys), first_path, chunk, progress)
+    return run.result(paths, path_keys, stats, root)

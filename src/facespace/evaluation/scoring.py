@@ -22,29 +22,32 @@ reproduce how published FaceNet numbers were measured (Sandberg's
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..comparison import squared_distance, unit_rows
+from ..errors import check_choice
 from .cache import EmbeddingSet
 from .pairs import PairSet
 
 __all__ = ["FLIP_RULES", "ScoringRule", "pair_distances", "pair_vectors", "scored_distances"]
 
 #: How the plain and mirrored views of an image are combined.
-FLIP_RULES = ("mean", "concat")
+#: With flip on: average the two views' unit embeddings (what the library does) or concatenate them.
+FlipRule = Literal["mean", "concat"]
+FLIP_RULES: tuple[str, ...] = get_args(FlipRule)
 
 
 @dataclass(frozen=True)
 class ScoringRule:
     """Which views make an image's vector and whether the training mean is removed."""
 
-    flip: str = "mean"
+    flip: FlipRule = "mean"
     subtract_mean: bool = False
 
     def __post_init__(self) -> None:
-        if self.flip not in FLIP_RULES:
-            raise ValueError(f"flip rule must be one of {', '.join(FLIP_RULES)}, got {self.flip!r}")
+        check_choice(self.flip, FlipRule, "flip rule")
 
     @property
     def is_default(self) -> bool:

@@ -12,30 +12,56 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
 from ..calibration import Calibration
-from ..comparison import distance_matrix
-from ..errors import FacespaceError, ModelMismatchError
+from ..comparison import distances_from_similarity
+from ..errors import FacespaceError, ModelMismatchError, check_choice
 
 if TYPE_CHECKING:
-    from .store import Gallery, GalleryMatrix
+    from .records import GalleryMatrix
+    from .store import Gallery
 
 UNKNOWN = "unknown"
 #: Galleries with at least this many embeddings get a FAISS index under ``index="auto"``.
 AUTO_FAISS_MIN = 50_000
-INDEX_KINDS = ("auto", "exact", "ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat")
+#: The kinds :class:`FaissIndex` builds.
+FaissKind = Literal["ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat"]
+#: The search structures :func:`build_index` makes (``auto``: see :func:`choose_index_kind`);
+#: a nested Literal flattens: "auto", "exact", "ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat".
+IndexKind = Literal["auto", "exact", FaissKind]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+#: How :class:`Identifier` scores an identity: by its nearest embedding or by their mean.
+Aggregate = Literal["nearest", "centroid"]
 
 
 # -- indexes -----------------------------------------------------------------
+class Index(Protocol):
+    """What :class:`Identifier` needs of a search structure over N unit vectors."""
+
+    @property
+    def kind(self) -> str:
+        """One of :data:`INDEX_KINDS` other than ``auto``."""
+
+    def __len__(self) -> int:
+        """How many vectors are indexed."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, k) squared distances, nearest first, and the row numbers they belong to (-1: none)."""
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of one vector's stored code."""
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Memory of the whole index divided by the vectors."""
+
+
 class ExactIndex:
     """Brute force: one matrix product per block of queries. Exact, 4 bytes per dimension."""
 
@@ -67,12 +93,12 @@ class ExactIndex:
             top = np.take_along_axis(sims, idx, axis=1)
             order = np.argsort(-top, axis=1, kind="stable")
             out_i[s:s + block] = np.take_along_axis(idx, order, axis=1)
-            out_d[s:s + block] = np.clip(2 - 2 * np.take_along_axis(top, order, axis=1), 0, 4)
+            out_d[s:s + block] = distances_from_similarity(np.take_along_axis(top, order, axis=1))
         return out_d, out_i
 
     def all_distances(self, queries: np.ndarray) -> np.ndarray:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        return np.clip(2 - 2 * queries @ self.vectors.T, 0, 4)
+        return distances_from_similarity(queries @ self.vectors.T)
 
 
 class FaissIndex:
@@ -88,13 +114,14 @@ class FaissIndex:
     0.26 ms; exact search 27 ms); hnsw-sq8 with ef_search 256 84.2% in 0.5 ms.
     """
 
-    def __init__(self, vectors: np.ndarray, kind: str = "ivf-sq8", code_bytes: int = 128,
+    def __init__(self, vectors: np.ndarray, kind: FaissKind = "ivf-sq8", code_bytes: int = 128,
                  nlist: int | None = None, nprobe: int = 128, hnsw_m: int = 32, ef_search: int = 256,
                  train_size: int = 100_000, seed: int = 0) -> None:
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise FacespaceError("FAISS search needs faiss-cpu: pip install 'facespace[search]'") from exc
+        check_choice(kind, FaissKind, "FAISS index kind")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = vectors.shape
         self.kind, self.dim = kind, d
@@ -105,7 +132,7 @@ class FaissIndex:
             index = faiss.IndexHNSWFlat(d, hnsw_m)
         elif kind == "hnsw-sq8":
             index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m)
-        elif kind in ("ivf-sq8", "ivf-pq", "ivf-flat"):
+        else:  # ivf-sq8, ivf-pq, ivf-flat
             quantizer = faiss.IndexFlatL2(d)
             if kind == "ivf-sq8":
                 index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit)
@@ -115,8 +142,6 @@ class FaissIndex:
             else:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist)
             self._quantizer = quantizer
-        else:
-            raise ValueError(f"unknown FAISS index kind {kind!r}")
         if not index.is_trained:
             rng = np.random.default_rng(seed)
             sample = vectors if n <= train_size else vectors[rng.choice(n, train_size, replace=False)]
@@ -162,11 +187,10 @@ def _pq_subquantizers(d: int, code_bytes: int) -> int:
     return 1
 
 
-def choose_index_kind(n: int, dim: int, kind: str = "auto") -> str:
+def choose_index_kind(n: int, dim: int, kind: IndexKind = "auto") -> str:
     """``auto``: exact below :data:`AUTO_FAISS_MIN` embeddings, else about 128 bytes a face
     (``ivf-sq8`` for D <= 128, ``ivf-pq`` with 128-byte codes above)."""
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"unknown index {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    check_choice(kind, IndexKind, "index")
     if kind != "auto":
         return kind
     if n < AUTO_FAISS_MIN:
@@ -174,7 +198,7 @@ def choose_index_kind(n: int, dim: int, kind: str = "auto") -> str:
     return "ivf-sq8" if dim <= 128 else "ivf-pq"
 
 
-def build_index(vectors: np.ndarray, kind: str = "auto", **options):
+def build_index(vectors: np.ndarray, kind: IndexKind = "auto", **options) -> Index:
     """An index over ``vectors`` of the given kind (see :func:`choose_index_kind`)."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     chosen = choose_index_kind(len(vectors), vectors.shape[1], kind)
@@ -229,22 +253,22 @@ class Identifier:
     ``"centroid"`` by the mean of its embeddings (one vector per identity).
     The rejection threshold is ``threshold`` if given, else the calibrated
     one for ``far`` (a search's false-accept rate over this gallery's
-    identities), else the calibration's midpoint.
+    identities), else the calibration's midpoint. ``model`` and
+    ``preprocessing_id`` record what the embeddings were made with (set by
+    :meth:`from_gallery`; None when unknown).
     """
 
     def __init__(self, names: Sequence[str], labels: np.ndarray, vectors: np.ndarray,
                  calibration: Calibration, threshold: float | None = None, far: float | None = 0.01,
-                 index: str = "auto", aggregate: str = "nearest", **index_options) -> None:
-        if aggregate not in ("nearest", "centroid"):
-            raise ValueError("aggregate must be 'nearest' or 'centroid'")
+                 index: IndexKind = "auto", aggregate: Aggregate = "nearest", *, model: str | None = None,
+                 preprocessing_id: str | None = None, **index_options) -> None:
+        check_choice(aggregate, Aggregate, "aggregate")
         self.names = list(names)
+        self.model, self.preprocessing_id = model, preprocessing_id
         labels = np.asarray(labels, dtype=np.int64)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if aggregate == "centroid" and len(vectors):
-            sums = np.zeros((len(self.names), vectors.shape[1]), np.float64)
-            np.add.at(sums, labels, vectors)
-            vectors = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
-            labels = np.arange(len(self.names))
+            labels, vectors = _centroids(labels, vectors, len(self.names))
         order = np.argsort(labels, kind="stable")  # contiguous identities: per-identity minima by reduceat
         labels, vectors = labels[order], vectors[order]
         self.labels, self.aggregate = labels, aggregate
@@ -254,12 +278,7 @@ class Identifier:
         self.per_identity_max = int(np.bincount(labels).max()) if len(labels) else 0
         self.index = build_index(vectors, index, **index_options)
         self.calibration = calibration
-        if threshold is not None:
-            self.threshold = float(threshold)
-        elif far is not None and calibration.far_table:
-            self.threshold = calibration.threshold(far, max(len(self.names), 1))
-        else:
-            self.threshold = calibration.midpoint
+        self.threshold = _rejection_threshold(calibration, threshold, far, len(self.names))
         self.far = far if threshold is None and calibration.far_table else None
 
     @classmethod
@@ -276,9 +295,8 @@ class Identifier:
             raise FacespaceError(f"gallery {gallery.path} is empty; enrol identities first")
         if calibration is None:
             calibration = Calibration.load(gallery.model)
-        identifier = cls.from_matrix(gallery.matrix(), calibration, **kwargs)
-        identifier.model, identifier.preprocessing_id = gallery.model, gallery.preprocessing_id
-        return identifier
+        return cls.from_matrix(gallery.matrix(), calibration, model=gallery.model,
+                               preprocessing_id=gallery.preprocessing_id, **kwargs)
 
     @classmethod
     def for_pipeline(cls, gallery: "Gallery", pipeline, **kwargs) -> "Identifier":
@@ -286,9 +304,6 @@ class Identifier:
         gallery.check_pipeline(pipeline)
         kwargs.setdefault("calibration", Calibration.load(pipeline.model_name, threshold=pipeline.threshold))
         return cls.from_gallery(gallery, **kwargs)
-
-    model: str | None = None
-    preprocessing_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -347,3 +362,20 @@ class Identifier:
                 if j == k:
                     break
         return d_out, l_out
+
+
+def _centroids(labels: np.ndarray, vectors: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
+    """One unit vector per identity, the normalised mean of its embeddings, labelled 0..n-1."""
+    sums = np.zeros((n_identities, vectors.shape[1]), np.float64)
+    np.add.at(sums, labels, vectors)
+    return np.arange(n_identities), (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _rejection_threshold(calibration: Calibration, threshold: float | None, far: float | None,
+                         n_identities: int) -> float:
+    """``threshold`` if given, else the calibrated one for a search's ``far``, else the midpoint."""
+    if threshold is not None:
+        return float(threshold)
+    if far is not None and calibration.far_table:
+        return calibration.threshold(far, max(n_identities, 1))
+    return calibration.midpoint

@@ -20,30 +20,51 @@ held for milliseconds.
 
 A gallery refuses embeddings (to enrol or to search with) from a different
 model or preprocessing with :class:`~facespace.errors.ModelMismatchError`.
+
+This module is the storage. Enrolling images with a pipeline lives in
+:mod:`.enrol` and the export file formats in :mod:`.export` (the
+:class:`Gallery` methods of those names call them); the errors and records
+are defined in :mod:`.records` and importable from here as well.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from ..errors import FacespaceError, ModelMismatchError
+from ..errors import ModelMismatchError, check_choice
+from .enrol import enroll_images as _enroll_images
+from .enrol import enroll_tree as _enroll_tree
+from .enrol import folder_tree
+from .export import EXPORT_FORMAT, read_export, write_export
+from .records import (
+    EnrolResult,
+    GalleryError,
+    GalleryMatrix,
+    IdentityExistsError,
+    IdentityInfo,
+    UnknownIdentityError,
+    as_unit_rows,
+    check_name,
+)
 
 if TYPE_CHECKING:
     from ..imageio import ImageInput
     from ..pipeline import FacePipeline
 
+__all__ = ["Gallery", "GalleryError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo",
+           "EnrolResult", "GalleryMatrix", "OnConflict", "folder_tree", "SCHEMA_VERSION", "EXPORT_FORMAT"]
+
 SCHEMA_VERSION = 1
-EXPORT_FORMAT = "facespace-gallery"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+#: What :meth:`Gallery.import_` does with a name already enrolled.
+OnConflict = Literal["merge", "replace", "skip", "error"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -67,81 +88,6 @@ CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
 """
 
 
-class GalleryError(FacespaceError):
-    """A gallery operation cannot be done (bad file, bad name, bad import)."""
-
-
-class UnknownIdentityError(GalleryError, KeyError):
-    """No identity of that name is enrolled."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class IdentityExistsError(GalleryError):
-    """An identity of that name is already enrolled."""
-
-
-@dataclass(frozen=True)
-class IdentityInfo:
-    id: int
-    name: str
-    embeddings: int
-    created: float
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "name": self.name, "embeddings": self.embeddings,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))}
-
-
-@dataclass
-class EnrolResult:
-    """What enrolling one identity did: embeddings added and inputs skipped (with why)."""
-
-    name: str
-    added: int
-    skipped: list[tuple[str, str]]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "added": self.added,
-                "skipped": [{"source": s, "reason": r} for s, r in self.skipped]}
-
-
-@dataclass(frozen=True)
-class GalleryMatrix:
-    """All embeddings of a gallery in memory: ``vectors[i]`` belongs to ``names[labels[i]]``."""
-
-    names: list[str]
-    labels: np.ndarray
-    vectors: np.ndarray
-    generation: int
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryError("an identity needs a non-empty name")
-    if name != name.strip():
-        raise GalleryError(f"identity name {name!r} has leading or trailing spaces")
-    if any(ord(c) < 32 for c in name):
-        raise GalleryError(f"identity name {name!r} contains control characters")
-    return name
-
-
-def _as_unit_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
-        raise GalleryError(f"embeddings must be an (N, D) array, got shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        raise GalleryError("embeddings contain NaN or infinite values")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if (norms < 1e-6).any():
-        raise GalleryError("an embedding has zero length")
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
-
-
 class Gallery:
     """Identities and their embeddings in a SQLite file (created on first use)."""
 
@@ -159,18 +105,22 @@ class Gallery:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            with self.transaction() as cur:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    cur.execute(statement)
-                row = cur.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
-                    cur.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                    cur.execute("INSERT INTO meta VALUES ('generation', '0')")
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise GalleryError(f"{self.path}: gallery schema {row[0]} is newer than this facespace "
-                                       f"understands ({SCHEMA_VERSION}); upgrade facespace")
+            self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a facespace gallery ({exc})") from exc
+
+    def _create_schema(self) -> None:
+        """Create the tables of a new gallery; refuse one of a newer schema."""
+        with self.transaction() as cur:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                cur.execute(statement)
+            row = cur.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                cur.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                cur.execute("INSERT INTO meta VALUES ('generation', '0')")
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise GalleryError(f"{self.path}: gallery schema {row[0]} is newer than this facespace "
+                                   f"understands ({SCHEMA_VERSION}); upgrade facespace")
 
     # -- plumbing ------------------------------------------------------------
     def close(self) -> None:
@@ -246,8 +196,8 @@ class Gallery:
         An existing identity gains the new embeddings (``replace=True`` drops
         its old ones first). The first enrolment fixes the gallery's model.
         """
-        _check_name(name)
-        vectors = _as_unit_rows(vectors)
+        check_name(name)
+        vectors = as_unit_rows(vectors)
         if sources is None:
             sources = [None] * len(vectors)
         if len(sources) != len(vectors):
@@ -288,30 +238,9 @@ class Gallery:
         replace: bool = False,
         sources: Sequence[str] | None = None,
     ) -> EnrolResult:
-        """Embed the largest face of each image and enrol them all as ``name`` (one transaction).
-
-        Images that cannot be read or show no face are skipped and reported;
-        an identity with no usable image at all is not created.
-        """
-        from ..imageio import describe
-
-        _check_name(name)
-        self.check_pipeline(pipeline)  # fail before the slow part
-        images = list(images)
-        names = list(sources) if sources is not None else [describe(i) for i in images]
-        vectors, used, skipped = [], [], []
-        for label, result in zip(names, pipeline.embed_images(images, on_error="report")):
-            if not result.ok:
-                skipped.append((label, result.error or "unreadable"))
-            elif not result.faces:
-                skipped.append((label, "no face found"))
-            else:
-                vectors.append(max(result.faces, key=lambda f: f.face.area).embedding)
-                used.append(label)
-        if vectors:
-            self.add_embeddings(name, np.stack(vectors), used, model=pipeline.model_name,
-                                preprocessing_id=pipeline.preprocessing_id, replace=replace)
-        return EnrolResult(name=name, added=len(vectors), skipped=skipped)
+        """Embed the largest face of each image and enrol them all as ``name`` (one transaction);
+        see :func:`facespace.gallery.enrol.enroll_images`."""
+        return _enroll_images(self, pipeline, name, images, replace=replace, sources=sources)
 
     def enroll_tree(
         self,
@@ -320,25 +249,9 @@ class Gallery:
         replace: bool = False,
         progress: bool = False,
     ) -> list[EnrolResult]:
-        """Enrol every ``root/<person>/`` folder's images as identity ``<person>``.
-
-        Each person is its own transaction, committed before the next begins.
-        """
-        people = folder_tree(root)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=sum(len(v) for v in people.values()), unit="img", dynamic_ncols=True)
-        results = []
-        for person, paths in people.items():
-            results.append(self.enroll_images(pipeline, person, paths, replace=replace,
-                                              sources=[str(p) for p in paths]))
-            if bar is not None:
-                bar.update(len(paths))
-        if bar is not None:
-            bar.close()
-        return results
+        """Enrol every ``root/<person>/`` folder's images as identity ``<person>``, one transaction
+        each; see :func:`facespace.gallery.enrol.enroll_tree`."""
+        return _enroll_tree(self, pipeline, root, replace=replace, progress=progress)
 
     # -- management ----------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
@@ -371,7 +284,7 @@ class Gallery:
                 if rows else np.zeros((0, self.dim or 0), np.float32)), [s for _, s in rows]
 
     def rename(self, old: str, new: str) -> None:
-        _check_name(new)
+        check_name(new)
         with self.transaction() as cur:
             if cur.execute("SELECT 1 FROM identities WHERE name=?", (old,)).fetchone() is None:
                 raise UnknownIdentityError(f"no identity named {old!r} in {self.path}")
@@ -431,66 +344,38 @@ class Gallery:
                 problems.append(f"{bad} embeddings do not have {dim} float32 values")
         return problems
 
-    # -- export / import -------------------------------------------------------------
+    # -- export / import (file formats: .export) -------------------------------------
     def export(self, path: str | os.PathLike) -> int:
-        """Write every identity and embedding to ``.json`` or ``.npz``; returns identities written."""
-        path = Path(path)
+        """Write every identity and embedding to ``.json`` or ``.npz`` (:mod:`.export`);
+        returns identities written."""
         rows = self._conn.execute(
             "SELECT i.name, i.created, e.vector, e.source, e.created FROM embeddings e "
             "JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
         ).fetchall()
-        header = {"format": EXPORT_FORMAT, "version": SCHEMA_VERSION, "model": self.model,
-                  "preprocessing_id": self.preprocessing_id, "dim": self.dim}
-        tmp = path.with_name(path.name + ".part")
-        if path.suffix.lower() == ".json":
-            people: dict[str, dict] = {}
-            for name, created, vector, source, stamp in rows:
-                person = people.setdefault(name, {"name": name, "created": created, "embeddings": []})
-                person["embeddings"].append({"vector": [round(float(x), 7) for x in np.frombuffer(vector, "<f4")],
-                                             "source": source, "created": stamp})
-            tmp.write_text(json.dumps({**header, "identities": list(people.values())}))
-            count = len(people)
-        elif path.suffix.lower() == ".npz":
-            names = [r[0] for r in rows]
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(
-                    handle,
-                    header=np.array(json.dumps(header)),
-                    names=np.array(names, dtype=str),
-                    identity_created=np.array([r[1] for r in rows], dtype=np.float64),
-                    vectors=(np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), -1)
-                             if rows else np.zeros((0, self.dim or 0), np.float32)),
-                    sources=np.array([r[3] or "" for r in rows], dtype=str),
-                    created=np.array([r[4] for r in rows], dtype=np.float64),
-                )
-            count = len(set(names))
-        else:
-            raise GalleryError(f"{path}: export to .json or .npz")
-        os.replace(tmp, path)
-        return count
+        return write_export(path, rows, version=SCHEMA_VERSION, model=self.model,
+                            preprocessing_id=self.preprocessing_id, dim=self.dim)
 
-    def import_(self, path: str | os.PathLike, on_conflict: str = "merge") -> int:
+    def import_(self, path: str | os.PathLike, on_conflict: OnConflict = "merge") -> int:
         """Add the identities of an export file in one transaction; returns identities imported.
 
         ``on_conflict`` says what happens to a name already enrolled: "merge"
         (add the embeddings), "replace", "skip" or "error".
         """
-        if on_conflict not in ("merge", "replace", "skip", "error"):
-            raise ValueError("on_conflict must be merge, replace, skip or error")
-        header, people = _read_export(Path(path))
+        check_choice(on_conflict, OnConflict, "on_conflict")
+        header, people = read_export(path)
         if header.get("model") is None:
             return 0
         now = time.time()
         count = 0
         with self.transaction() as cur:
             for name, (vectors, sources, stamps) in people.items():
-                _check_name(name)
+                check_name(name)
                 exists = cur.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
                 if exists and on_conflict == "skip":
                     continue
                 if exists and on_conflict == "error":
                     raise IdentityExistsError(f"{path}: identity {name!r} is already in {self.path}")
-                self._add(cur, name, _as_unit_rows(vectors), sources, header["model"],
+                self._add(cur, name, as_unit_rows(vectors), sources, header["model"],
                           header["preprocessing_id"], on_conflict == "replace", now, stamps)
                 count += 1
             self._bump(cur)
@@ -510,56 +395,3 @@ def _check_compatible(cur, path: Path, model: str, preprocessing_id: str, dim: i
         )
     if dim is not None and int(stored["dim"]) != int(dim):
         raise ModelMismatchError(f"gallery {path} holds {stored['dim']}-dimensional embeddings, not {dim}")
-
-
-def _read_export(path: Path) -> tuple[dict, dict[str, tuple[np.ndarray, list, list]]]:
-    if not path.is_file():
-        raise GalleryError(f"{path}: no such file")
-    people: dict[str, tuple[list, list, list]] = {}
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-            header = {k: data.get(k) for k in ("format", "version", "model", "preprocessing_id", "dim")}
-            for person in data["identities"]:
-                entry = people.setdefault(person["name"], ([], [], []))
-                for emb in person["embeddings"]:
-                    entry[0].append(emb["vector"])
-                    entry[1].append(emb.get("source"))
-                    entry[2].append(float(emb.get("created", time.time())))
-        elif path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                header = json.loads(str(data["header"]))
-                for name, vector, source, stamp in zip(data["names"], data["vectors"], data["sources"],
-                                                       data["created"]):
-                    entry = people.setdefault(str(name), ([], [], []))
-                    entry[0].append(vector)
-                    entry[1].append(str(source) or None)
-                    entry[2].append(float(stamp))
-        else:
-            raise GalleryError(f"{path}: import a .json or .npz export")
-    except (KeyError, TypeError, ValueError, OSError) as exc:
-        raise GalleryError(f"{path}: not a facespace gallery export ({exc})") from exc
-    if header.get("format") != EXPORT_FORMAT:
-        raise GalleryError(f"{path}: not a facespace gallery export (format {header.get('format')!r})")
-    out = {}
-    for name, (vectors, sources, stamps) in people.items():
-        array = np.asarray(vectors, dtype=np.float32)
-        if array.ndim != 2 or (header.get("dim") and array.shape[1] != int(header["dim"])):
-            raise GalleryError(f"{path}: identity {name!r} has embeddings of the wrong shape {array.shape}")
-        out[name] = (array, sources, stamps)
-    return header, out
-
-
-def folder_tree(root: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{person: [image paths]}`` for a ``root/<person>/<images>`` tree, sorted, empty folders left out."""
-    root = Path(root)
-    if not root.is_dir():
-        raise GalleryError(f"{root}: not a folder (want one sub-folder of images per person)")
-    people = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            people[folder.name] = images
-    if not people:
-        raise GalleryError(f"{root}: no <person>/ sub-folders with images found")
-    return people

@@ -1,0 +1,63 @@
+"""Dependencies of the routes: the app's :class:`ServerState`, the API-key check, and reading uploads
+within the app's :class:`Limits`."""
+
+from __future__ import annotations
+
+import hmac
+
+import numpy as np
+from fastapi import Depends, Request, UploadFile
+
+from ..errors import ImageLoadError
+from .errors import ApiError
+from .state import Limits, ServerState
+
+
+def get_state(request: Request) -> ServerState:
+    """The state of the app serving this request."""
+    return request.app.state.facespace
+
+
+def check_key(request: Request) -> None:
+    """Refuse the request (401) unless it carries the app's API key, if it has one."""
+    api_key = get_state(request).api_key
+    if api_key is None:
+        return
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if given is None:
+        raise ApiError(401, "unauthorized", "this server needs an API key (X-API-Key header)")
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise ApiError(401, "unauthorized", "wrong API key")
+
+
+AUTH = [Depends(check_key)]
+
+
+def read_upload(upload: UploadFile, field: str, limits: Limits) -> bytes:
+    data = upload.file.read(limits.max_upload_bytes + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise ApiError(413, "upload_too_large",
+                       f"{field} ({upload.filename}) is over the limit of {limits.max_upload_bytes:,} bytes")
+    if not data:
+        raise ImageLoadError(f"{field} ({upload.filename}): empty upload")
+    return data
+
+
+def load_upload(upload: UploadFile, field: str, limits: Limits) -> np.ndarray:
+    """The uploaded image as an RGB array; errors name the form field and the file."""
+    from ..imageio import load_image
+
+    try:
+        return load_image(read_upload(upload, field, limits), max_pixels=limits.max_pixels)
+    except ImageLoadError as exc:
+        raise type(exc)(f"{field} ({upload.filename}): {exc}") from None
+
+
+def load_uploads(uploads: list[UploadFile], limits: Limits) -> list[np.ndarray]:
+    """The ``images`` field's uploads as arrays, at most ``max_files`` of them."""
+    if len(uploads) > limits.max_files:
+        raise ApiError(413, "too_many_files", f"at most {limits.max_files} images per request")
+    return [load_upload(f, f"images[{i}]", limits) for i, f in enumerate(uploads)]

@@ -1,0 +1,61 @@
+"""The gallery routes: ``/api/identify`` and ``/api/identities`` (enrol, list, remove).
+
+identify is made per app by :func:`identify_router`, since its ``top`` is bounded by the app's ``max_top``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from ..errors import NoFaceError
+from .deps import AUTH, get_state, load_upload, load_uploads
+from .state import ServerState
+
+router = APIRouter(tags=["gallery"], dependencies=AUTH)
+
+
+def identify_router(max_top: int) -> APIRouter:
+    """The identify route, with ``top`` at most ``max_top``."""
+    identify_only = APIRouter(tags=["gallery"], dependencies=AUTH)
+
+    @identify_only.post("/api/identify")
+    def identify(image: UploadFile = File(...), top: int = Form(5, ge=1, le=max_top),
+                 threshold: float | None = Form(None, ge=0, le=4), state: ServerState = Depends(get_state)) -> dict:
+        array = load_upload(image, "image", state.limits)
+        identifier = state.identifier(threshold)
+        faces = state.run(lambda p: p.embed(array))
+        found = identifier.search(np.stack([f.embedding for f in faces]), k=top) if faces else []
+        return {"width": array.shape[1], "height": array.shape[0], "threshold": identifier.threshold,
+                "faces": [{**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(faces, found)]}
+
+    return identify_only
+
+
+@router.post("/api/identities", status_code=201)
+def enroll(name: str = Form(..., min_length=1, max_length=200),
+           images: list[UploadFile] = File(..., description="photos of this person"),
+           replace: bool = Form(False), state: ServerState = Depends(get_state)) -> dict:
+    arrays = load_uploads(images, state.limits)
+    sources = [f.filename or f"upload{i}" for i, f in enumerate(images)]
+    with state.gallery_lock:
+        g = state.gallery()
+        g.check_pipeline(state.pipeline())
+        result = state.run(lambda p: g.enroll_images(p, name, arrays, replace=replace, sources=sources))
+    if not result.added:
+        raise NoFaceError(f"no face found in any image for {name!r}; nothing enrolled")
+    return result.to_dict()
+
+
+@router.get("/api/identities")
+def identities(state: ServerState = Depends(get_state)) -> dict:
+    with state.gallery_lock:
+        g = state.gallery()
+        return {"model": g.model, "identities": [i.to_dict() for i in g.identities()]}
+
+
+@router.delete("/api/identities/{name}")
+def remove(name: str, state: ServerState = Depends(get_state)) -> dict:
+    with state.gallery_lock:
+        count = state.gallery().remove(name)
+    return {"removed": name, "embeddings": count}

@@ -1,0 +1,48 @@
+"""The page and service routes: ``/``, ``/demo/<i>``, ``/health`` and ``/api/info``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
+
+from .deps import AUTH, get_state
+from .errors import ApiError
+from .state import Limits, ServerState
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page(state: ServerState = Depends(get_state)) -> HTMLResponse:
+    from .page import render_page
+
+    return HTMLResponse(render_page(requires_key=state.api_key is not None, demos=len(state.demos),
+                                    has_gallery=state.has_gallery))
+
+
+@router.get("/demo/{number}", include_in_schema=False)
+def demo(number: int, state: ServerState = Depends(get_state)) -> Response:
+    demos = state.demos
+    if not 0 <= number < len(demos):
+        raise ApiError(404, "not_found", f"no demo image {number}")
+    suffix = demos[number].suffix.lower().lstrip(".")
+    media = {"jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(suffix, f"image/{suffix}")
+    return Response(demos[number].read_bytes(), media_type=media)
+
+
+@router.get("/health", tags=["service"])
+def health(state: ServerState = Depends(get_state)) -> dict:
+    return {"status": "ok", "pipeline_loaded": state.loaded, "gallery": state.has_gallery}
+
+
+@router.get("/api/info", tags=["service"], dependencies=AUTH)
+def info(state: ServerState = Depends(get_state)) -> dict:
+    p = state.pipeline()
+    out = {"model": p.model_name, "preprocessing_id": p.preprocessing_id, "threshold": p.threshold,
+           "embedding_size": p.embedder.dim,
+           "limits": {k: getattr(state.limits, k) for k in Limits.__dataclass_fields__}}
+    if state.has_gallery:
+        with state.gallery_lock:
+            g = state.gallery()
+            out["gallery"] = {"identities": len(g), "model": g.model}
+    return out
