@@ -36,6 +36,7 @@ from typing import Iterable
 import numpy as np
 
 from ..comparison import unit_rows
+from ..detection.types import DETECT_PIXELS
 from ..errors import ImageLoadError
 from ..pretrained.registry import get_config
 from ..face_choice import choose_index
@@ -156,9 +157,15 @@ def _weights_id(name: str, kind: str) -> str:
 
 
 def _detector_descriptor(pipeline) -> dict:
+    """What makes a detection. The working size is named only when it is not the default, so
+    caches made before it existed stay valid: they hold images under 4 megapixels, where the
+    default changes nothing (LFW, celeba-299)."""
     s = pipeline.detector_settings
-    return {"version": CACHE_VERSION, "detector": "mtcnn", "weights": _weights_id(None, "detector"),
-            "min_face_size": s.min_face_size, "thresholds": list(s.thresholds), "factor": s.factor}
+    out = {"version": CACHE_VERSION, "detector": "mtcnn", "weights": _weights_id(None, "detector"),
+           "min_face_size": s.min_face_size, "thresholds": list(s.thresholds), "factor": s.factor}
+    if s.max_pixels != DETECT_PIXELS:
+        out["max_pixels"] = s.max_pixels
+    return out
 
 
 def _embedding_descriptor(pipeline) -> dict:
