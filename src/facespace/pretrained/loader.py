@@ -43,6 +43,8 @@ __all__ = ["load_embedder", "load_mtcnn_net", "build_embedder", "onnx_cache_path
 
 # Bump when a converter or an architecture's parameter layout changes.
 CONVERTER_VERSION = 1
+# Bump when batch-norm folding (facespace.runtime.fuse) changes what it computes.
+FUSE_VERSION = 1
 
 Converter = Callable[[nn.Module, dict[str, Path]], dict[str, torch.Tensor]]
 
@@ -137,16 +139,21 @@ def _load_cached(path: Path, sources: dict) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _convert_and_cache(config: PretrainedConfig, network: nn.Module, cache: Path,
-                       sources: dict) -> dict[str, torch.Tensor]:
-    """Convert the (verified, fetched if need be) weight files and cache the state with its manifest."""
-    state = convert_weights(config, weight_paths(config), network)
+def _cache_state(state: dict[str, torch.Tensor], cache: Path, sources: dict) -> None:
+    """Write a state and its manifest; a read-only cache still works, just slower."""
     try:
         with atomic_path(cache) as tmp:
             torch.save(state, tmp)
         write_manifest(cache, sources)
-    except OSError as exc:  # a read-only cache still works, just slower
-        warnings.warn(f"could not cache converted weights at {cache}: {exc}", stacklevel=3)
+    except OSError as exc:
+        warnings.warn(f"could not cache weights at {cache}: {exc}", stacklevel=3)
+
+
+def _convert_and_cache(config: PretrainedConfig, network: nn.Module, cache: Path,
+                       sources: dict) -> dict[str, torch.Tensor]:
+    """Convert the (verified, fetched if need be) weight files and cache the state with its manifest."""
+    state = convert_weights(config, weight_paths(config), network)
+    _cache_state(state, cache, sources)
     return state
 
 
@@ -162,21 +169,62 @@ def load_embedder(model: PretrainedConfig | str | None = None, device: str | tor
     faster, but no longer trainable.
     """
     config = resolve_config(model, "embedder")
-    network = build_embedder(config)
+    network = _load_fused(config) if fuse else None
+    if network is None:
+        network = _load_unfused(config)
+        if fuse:
+            from ..runtime.fuse import fuse_for_inference
+
+            _cache_state(fuse_for_inference(network).state_dict(), _fused_cache(config), _fused_sources(config))
+    return network.to(device).eval()
+
+
+def _load_unfused(config: PretrainedConfig) -> nn.Module:
+    """The network with its converted weights (converted and cached first if need be)."""
     cache = converted_cache_path(config, local_paths(config))
     sources = cache_sources(config)
     state = _load_cached(cache, sources)
+    if state is None:  # converting needs a real network to read the layout from
+        network = build_embedder(config)
+        _fit(network, _convert_and_cache(config, network, cache, sources), config, assign=False)
+        return network
+    with torch.device("meta"):  # the cached state is complete: no random initialisation, no copy
+        network = build_embedder(config)
+    _fit(network, state, config, assign=True)
+    return network
+
+
+def _fused_cache(config: PretrainedConfig) -> Path:
+    plain = converted_cache_path(config, local_paths(config))
+    return plain.with_name(plain.name.replace(".torch-", ".fused-"))
+
+
+def _fused_sources(config: PretrainedConfig) -> dict:
+    return {**cache_sources(config), "fused": FUSE_VERSION}
+
+
+def _load_fused(config: PretrainedConfig) -> nn.Module | None:
+    """The batch-norm-folded network straight from its cached state (the layout made on the meta
+    device, no arithmetic): a cold start's largest saving. None when there is no valid cache."""
+    from ..runtime.fuse import fuse_for_inference
+
+    state = _load_cached(_fused_cache(config), _fused_sources(config))
     if state is None:
-        state = _convert_and_cache(config, network, cache, sources)
+        return None
+    with torch.device("meta"):
+        network = fuse_for_inference(build_embedder(config))
+    _fit(network, state, config, assign=True)
+    return network
+
+
+def _fit(network: nn.Module, state: dict[str, torch.Tensor], config: PretrainedConfig, assign: bool) -> None:
+    """Load ``state`` strictly; ``assign`` adopts its tensors (for a network built on the meta device)."""
     try:
-        network.load_state_dict(state, strict=True)
+        network.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
         raise WeightsError(f"converted weights do not fit model {config.name!r}: {exc}") from exc
-    if fuse:
-        from ..runtime.fuse import fuse_for_inference
-
-        fuse_for_inference(network)
-    return network.to(device).eval()
+    if any(t.is_meta for t in [*network.parameters(), *network.buffers()]):
+        raise WeightsError(f"converted weights of {config.name!r} leave parts of the network empty")
 
 
 def load_mtcnn_net(kind: str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -35,27 +35,29 @@ def _scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, tor
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A biased copy of ``conv`` computing ``bn(conv(x))`` (bn in eval mode)."""
     scale, shift = _scale_shift(bn)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode)
+    with torch.device("meta"):  # no random initialisation: the weights are set just below
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                          padding_mode=conv.padding_mode)
     weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
     bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    with torch.no_grad():
-        fused.weight.copy_(weight.to(conv.weight.dtype))
-        fused.bias.copy_(bias.to(conv.weight.dtype))
-    return fused.to(conv.weight.device)
+    return _with_weights(fused, weight.to(conv.weight.dtype), bias.to(conv.weight.dtype))
+
+
+def _with_weights(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+    layer.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+    layer.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
+    return layer
 
 
 def fold_bn_into_linear(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
     """A biased copy of ``linear`` computing ``bn(linear(x))`` (bn in eval mode)."""
     scale, shift = _scale_shift(bn)
-    fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
+    with torch.device("meta"):
+        fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
     weight = linear.weight.double() * scale.view(-1, 1)
     bias = shift if linear.bias is None else linear.bias.double() * scale + shift
-    with torch.no_grad():
-        fused.weight.copy_(weight.to(linear.weight.dtype))
-        fused.bias.copy_(bias.to(linear.weight.dtype))
-    return fused.to(linear.weight.device)
+    return _with_weights(fused, weight.to(linear.weight.dtype), bias.to(linear.weight.dtype))
 
 
 @torch.no_grad()
