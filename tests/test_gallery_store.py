@@ -106,7 +106,14 @@ def test_export_import_round_trip(gallery, tmp_path, suffix):
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
         assert copy.embeddings_of("ben")[1] == ["ben0.jpg", "ben1.jpg"]
         assert copy.import_(out, on_conflict="skip") == 0
-        copy.import_(out, on_conflict="merge")
+        again = copy.import_file(out, on_conflict="merge")  # the same file again adds nothing (was: 4)
+        assert (again.identities, again.added, again.duplicates) == (3, 0, 6)
+        assert copy.get("ann").embeddings == 2
+        more = tmp_path / f"more{suffix}"
+        with Gallery(tmp_path / "more.db") as other:
+            other.add_embeddings("ann", x[4:6], **MODEL)  # two embeddings ann does not have yet
+            other.export(more)
+        copy.import_(more, on_conflict="merge")
         assert copy.get("ann").embeddings == 4
         copy.import_(out, on_conflict="replace")
         assert copy.get("ann").embeddings == 2

@@ -104,6 +104,19 @@ def test_identify_knn_examples(tmp_path, pipeline):
                      "johnsnow_test1.jpg": {"kit_harington"}}
 
 
+def test_enrolment_keys_images_by_content(tmp_path, pipeline, bad_inputs):
+    """A file is read once and keyed by its bytes' sha256: the same photo twice, or as bytes, is one
+    embedding; files that cannot be used are reported under their own names, as before."""
+    good = lfw_image("Aaron_Peirsol", 1)
+    with Gallery(tmp_path / "g.db") as g:
+        result = g.enroll_images(pipeline, "aaron", [*bad_inputs.values(), good, good])
+        assert (result.added, result.duplicates, len(result.skipped)) == (1, 1, len(bad_inputs))
+        for (source, reason), path in zip(result.skipped, bad_inputs.values()):
+            assert source == str(path) and reason.startswith(str(path)), reason
+        again = g.enroll_images(pipeline, "aaron", [good.read_bytes()])
+        assert (again.added, again.duplicates) == (0, 1) and g.get("aaron").embeddings == 1
+
+
 def test_enrolment_killed_mid_tree_leaves_gallery_intact(tmp_path):
     """kill -9 the enrol command while it works through a tree: committed people are whole, none half-written."""
     root = tmp_path / "tree"
@@ -140,6 +153,17 @@ def test_enrolment_killed_mid_tree_leaves_gallery_intact(tmp_path):
             vectors, sources = g.embeddings_of(info.name)
             assert len(sources) == info.embeddings >= 3
             assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    # the natural recovery: run the same command again; the people already in are not stored twice
+    rerun = subprocess.run([sys.executable, "-m", "facespace.cli.main", "gallery", "enroll", str(db),
+                            "--tree", str(root), "--quiet", "--json"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    report = {r["name"]: r for r in json.loads(rerun.stdout)["identities"]}
+    assert all(report[i.name]["added"] == 0 and report[i.name]["duplicates"] == i.embeddings for i in infos)
+    with Gallery(db, mode="read") as g:
+        assert g.integrity_check() == []
+        assert {i.name: i.embeddings for i in g.identities()} == {
+            name: r["added"] + r["duplicates"] for name, r in report.items()}  # each image once
+        assert sorted(report) == people
 
 
 def test_cluster_command(tmp_path, capsys):

@@ -36,7 +36,9 @@ def atomic_path(path: str | os.PathLike, mkdir: bool = True) -> Iterator[Path]:
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part{path.suffix}")
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.part{path.suffix}"
+    stem = path.name if len(os.fsencode(path.name)) <= 200 else hashlib.sha1(os.fsencode(path.name)).hexdigest()
+    tmp = path.with_name(f".{stem}.{tag}")  # a legal name stays legal with the tag added
     try:
         yield tmp
         os.replace(tmp, path)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import sys
 import warnings
 from pathlib import Path
 from typing import Union
@@ -30,7 +32,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 def describe(source: ImageInput) -> str:
     """A short human name for an input, for messages and reports."""
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return printable_path(source)
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     if isinstance(source, np.ndarray):
@@ -38,6 +40,16 @@ def describe(source: ImageInput) -> str:
     if isinstance(source, Image.Image):
         return f"<PIL image {source.size} {source.mode}>"
     return f"<{type(source).__name__}>"
+
+
+def printable_path(path: str | bytes | os.PathLike) -> str:
+    """``path`` as text that prints and encodes anywhere: bytes that are not valid in the file
+    system's encoding become ``\\xNN`` (``b"caf\\xe9.jpg"`` -> ``caf\\xe9.jpg``) and control
+    characters their escapes, so a message about a file stays one printable line."""
+    text = os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -57,19 +69,28 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
             raise ImageLoadError("empty image data (0 bytes)")
         return _decode(io.BytesIO(bytes(source)), describe(source), max_pixels)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageLoadError(f"{path}: no such file")
-        if path.is_dir():
-            raise ImageLoadError(f"{path}: is a folder, not an image")
-        if path.stat().st_size == 0:
-            raise ImageLoadError(f"{path}: empty file (0 bytes)")
-        try:
-            with open(path, "rb") as handle:
-                return _decode(handle, str(path), max_pixels)
-        except PermissionError as exc:
-            raise ImageLoadError(f"{path}: permission denied") from exc
+        return _load_path(Path(source), max_pixels)
     raise ImageLoadError(f"unsupported image input of type {type(source).__name__}")
+
+
+def _load_path(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode the file at ``path``; every way of failing to open it (missing, a folder, no
+    permission, a name too long, a loop of links: any ``OSError``) is one :class:`ImageLoadError`."""
+    name = describe(path)
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageLoadError(f"{name}: is a folder, not an image")
+        if info.st_size == 0:
+            raise ImageLoadError(f"{name}: empty file (0 bytes)")
+        with open(path, "rb") as handle:
+            return _decode(handle, name, max_pixels)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ImageLoadError(f"{name}: no such file") from exc
+    except PermissionError as exc:
+        raise ImageLoadError(f"{name}: permission denied") from exc
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:

@@ -11,6 +11,9 @@ averaged (and renormalised) and the track is identified against a gallery.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -19,6 +22,8 @@ import cv2
 import numpy as np
 
 from .errors import FacespaceError
+from .files import atomic_path
+from .imageio import describe
 
 if TYPE_CHECKING:
     from .gallery.search import Identification, Identifier
@@ -175,17 +180,63 @@ class VideoResult:
     tracks: list[Track]
 
     def to_dict(self) -> dict:
-        return {"video": self.source, "fps": self.fps, "frames": self.frames, "width": self.width,
+        return {"video": describe(self.source), "fps": self.fps, "frames": self.frames, "width": self.width,
                 "height": self.height, "every": self.every, "tracks": [t.to_dict(self.fps) for t in self.tracks]}
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
-    if not Path(path).is_file():
-        raise FacespaceError(f"{path}: no such video file")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise FacespaceError(f"{path}: cannot be read as a video")
-    return capture
+def _opencv_safe(name: str) -> bool:
+    """Whether OpenCV can be handed ``name``: plain printable ASCII (other names, above all
+    bytes that are not UTF-8, crash its Python binding)."""
+    return name.isascii() and name.isprintable()
+
+
+def _safe_suffix(path: Path, default: str = "") -> str:
+    """``path``'s suffix where OpenCV may see it (it picks the container by it), else ``default``."""
+    return path.suffix if _opencv_safe(path.suffix) else default
+
+
+@contextmanager
+def _opencv_name(path: Path) -> Iterator[str]:
+    """A name OpenCV can open ``path`` by: the path itself when it is plain ASCII, else a link
+    (or, where links fail, a copy) with a safe name in a temporary folder, gone afterwards."""
+    if _opencv_safe(os.fspath(path)):
+        yield os.fspath(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="facespace-video-") as tmp:
+        link = os.path.join(tmp, "video" + _safe_suffix(path))
+        try:
+            os.symlink(os.path.abspath(path), link)
+        except OSError:
+            shutil.copyfile(path, link)
+        yield link
+
+
+@contextmanager
+def _capture(path: str | os.PathLike) -> Iterator[cv2.VideoCapture]:
+    """An opened ``cv2.VideoCapture`` of ``path``, released afterwards; :class:`FacespaceError`
+    when it is missing or unreadable (a name too long, no permission: any ``OSError``)."""
+    path = Path(path)
+    with ExitStack() as stack:
+        try:
+            if not path.is_file():
+                raise FacespaceError(f"{describe(path)}: no such video file")
+            name = stack.enter_context(_opencv_name(path))
+        except OSError as exc:
+            raise FacespaceError(f"{describe(path)}: cannot be read ({exc.strerror or exc})") from None
+        capture = cv2.VideoCapture(name)
+        try:
+            if not capture.isOpened():
+                raise FacespaceError(f"{describe(path)}: cannot be read as a video")
+            yield capture
+        finally:
+            capture.release()
+
+
+def video_properties(path: str | os.PathLike) -> tuple[float, int, int, int]:
+    """(frames per second, frame count, width, height) from the video's header."""
+    with _capture(path) as capture:
+        return (float(capture.get(cv2.CAP_PROP_FPS) or 0.0), int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
 
 def sampled_frames(path: str | os.PathLike, every: int = 5, max_frames: int | None = None
@@ -193,9 +244,8 @@ def sampled_frames(path: str | os.PathLike, every: int = 5, max_frames: int | No
     """(frame index, RGB frame) for every ``every``-th frame; decodes only the frames it returns."""
     if every < 1:
         raise ValueError("every must be at least 1")
-    capture = _open(path)
-    index = 0
-    try:
+    with _capture(path) as capture:
+        index = 0
         while max_frames is None or index < max_frames:
             if index % every == 0:
                 ok, frame = capture.read()
@@ -205,8 +255,6 @@ def sampled_frames(path: str | os.PathLike, every: int = 5, max_frames: int | No
             elif not capture.grab():
                 break
             index += 1
-    finally:
-        capture.release()
 
 
 def process_video(pipeline: "FacePipeline", path: str | os.PathLike, every: int = 5,
@@ -214,11 +262,7 @@ def process_video(pipeline: "FacePipeline", path: str | os.PathLike, every: int 
                   max_frames: int | None = None, min_sightings: int = 1, batch: int = 8,
                   progress: bool = False) -> VideoResult:
     """Track and (with ``identifier``) name the faces of a video; see the module docstring."""
-    capture = _open(path)
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    capture.release()
+    fps, total, width, height = video_properties(path)
     tracker = tracker or IoUTracker()
     bar = None
     if progress:
@@ -258,35 +302,66 @@ def process_video(pipeline: "FacePipeline", path: str | os.PathLike, every: int 
 
 
 def annotate_video(result: VideoResult, out: str | os.PathLike, max_frames: int | None = None) -> Path:
-    """Write ``out`` (mp4) with every track's box and name drawn, each box held between samples."""
+    """Write ``out`` (mp4) with every track's box and name drawn, each box held between samples.
+
+    Written to a temporary file (with a name OpenCV can take) and renamed onto ``out`` once it is
+    complete and readable, so a failure (a full disk) never leaves a broken video under ``out``."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    capture = _open(result.source)
-    fps = result.fps or 25.0
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (result.width, result.height))
-    if not writer.isOpened():
-        capture.release()
-        raise FacespaceError(f"{out}: cannot write a video there")
-    palette = [(0, 200, 0), (255, 128, 0), (0, 128, 255), (200, 0, 200), (0, 200, 200), (255, 255, 0)]
-    index = 0
+    with atomic_path(out) as part, _writable_name(part) as name:
+        written = _write_annotated(result, name, out, max_frames)
+        if _frames_in(name) < written:
+            raise FacespaceError(f"{describe(out)}: the video could not be written completely (is the disk full?)")
+    return out
+
+
+def _frames_in(name: str) -> int:
+    """Frames that the video file ``name`` (a name OpenCV can take) says it holds; 0 if unreadable."""
+    capture = cv2.VideoCapture(name)
     try:
-        while max_frames is None or index < max_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            for track in result.tracks:
-                if not track.first_frame <= index <= track.last_frame + result.every - 1:
-                    continue
-                box = track.box_at(index)
-                if box is None:
-                    continue
-                colour = palette[track.id % len(palette)]
-                x1, y1, x2, y2 = (int(round(v)) for v in box)
-                cv2.rectangle(frame, (x1, y1), (x2, y2), colour, 2)
-                cv2.putText(frame, track.name, (x1, max(y1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
-            writer.write(frame)
-            index += 1
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
     finally:
         capture.release()
-        writer.release()
-    return out
+
+
+@contextmanager
+def _writable_name(path: Path) -> Iterator[str]:
+    """A name OpenCV can write ``path``'s video to: ``path`` itself when plain ASCII, else a safe
+    name in a temporary folder, moved onto ``path`` when the block succeeds."""
+    if _opencv_safe(os.fspath(path)):
+        yield os.fspath(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="facespace-video-") as tmp:
+        name = os.path.join(tmp, "annotated" + _safe_suffix(path, ".mp4"))
+        yield name
+        shutil.move(name, path)
+
+
+def _write_annotated(result: VideoResult, name: str, out: Path, max_frames: int | None) -> int:
+    """Write the annotated frames to the file ``name``; the number of frames written."""
+    palette = [(0, 200, 0), (255, 128, 0), (0, 128, 255), (200, 0, 200), (0, 200, 200), (255, 255, 0)]
+    with _capture(result.source) as capture:
+        writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*"mp4v"), result.fps or 25.0,
+                                 (result.width, result.height))
+        if not writer.isOpened():
+            raise FacespaceError(f"{describe(out)}: cannot write a video there")
+        index = 0
+        try:
+            while max_frames is None or index < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                for track in result.tracks:
+                    if not track.first_frame <= index <= track.last_frame + result.every - 1:
+                        continue
+                    box = track.box_at(index)
+                    if box is None:
+                        continue
+                    colour = palette[track.id % len(palette)]
+                    x1, y1, x2, y2 = (int(round(v)) for v in box)
+                    cv2.rectangle(frame, (x1, y1), (x2, y2), colour, 2)
+                    cv2.putText(frame, track.name, (x1, max(y1 - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
+                writer.write(frame)
+                index += 1
+        finally:
+            writer.release()
+    return index

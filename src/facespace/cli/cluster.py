@@ -22,7 +22,9 @@ from PIL import Image
 from ..clustering import LINKAGES, METHODS, cluster, default_threshold
 from ..errors import FacespaceError
 from ..files import image_files
-from .common import add_pipeline_options, add_quiet_option, pipeline_from_args
+from ..imageio import describe
+from .common import (_positive_int, add_pipeline_options, add_quiet_option, check_output, output_file,
+                     pipeline_from_args, threshold_type, write_errors)
 
 THUMB = 112
 
@@ -32,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photos", metavar="PHOTOS_DIR", help="folder of photos (searched recursively)")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder for clusters.json and index.html")
     p.add_argument("--method", choices=METHODS, default="agglomerative", help="default: agglomerative")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=threshold_type, default=None,
                    help="squared-distance threshold (default: chosen for the number of faces and the method "
                         "from the model's calibration, at most its verification threshold)")
-    p.add_argument("--k", type=int, default=None, help="clusters for k-means (default: estimated)")
+    p.add_argument("--k", type=_positive_int, default=None, help="clusters for k-means (default: estimated)")
     p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative linkage")
     add_quiet_option(p)
     add_pipeline_options(p)
@@ -43,37 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def find_images(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise FacespaceError(f"{root}: no such folder")
-    return image_files(root)
+    try:
+        if root.is_file():
+            return [root]
+        if not root.is_dir():
+            raise FacespaceError(f"{describe(root)}: no such folder")
+        return image_files(root)
+    except OSError as exc:
+        raise FacespaceError(f"{describe(root)}: cannot be read ({exc.strerror or exc})") from None
 
 
 def run_cluster(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    out = check_output(args.out, "--out", folder=True)
     paths = find_images(Path(args.photos))
     if not paths:
-        raise FacespaceError(f"{args.photos}: no images found")
+        raise FacespaceError(f"{describe(args.photos)}: no images found")
     pipeline = pipeline_from_args(args)
-    out = Path(args.out)
-    (out / "thumbs").mkdir(parents=True, exist_ok=True)
-    faces, errors, embeddings = [], [], []
-    for path, result in zip(paths, pipeline.iter_embed_images(paths, progress=not args.quiet, total=len(paths))):
-        if not result.ok:
-            errors.append({"image": str(path), "error": result.error})
-            print(f"facespace: warning: {result.error}", file=sys.stderr)
-            continue
-        if not result.faces:
-            continue
-        image = Image.fromarray(pipeline.load(path))
-        for face in result.faces:
-            number = len(faces)
-            thumb = f"thumbs/face_{number:05d}.jpg"
-            _thumbnail(image, face.face.box).save(out / thumb, quality=88)
-            faces.append({"face": number, "image": str(path), "href": _href(path, out), "thumbnail": thumb,
-                          **face.face.to_dict()})
-            embeddings.append(face.embedding)
+    faces, errors, embeddings = _embed_faces(pipeline, paths, out, progress=not args.quiet)
     threshold = args.threshold if args.threshold is not None else \
         default_threshold(pipeline.model_name, args.method, len(embeddings), pipeline.threshold)
     vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.embedder.dim), np.float32)
@@ -81,16 +70,44 @@ def run_cluster(args: argparse.Namespace) -> int:
     clusters = [{"cluster": i, "size": int(len(members)), "faces": [faces[j] for j in members]}
                 for i, members in enumerate(result.clusters())]
     report = {
-        "photos": str(args.photos), "images": len(paths), "faces": len(faces), "errors": errors,
+        "photos": describe(args.photos), "images": len(paths), "faces": len(faces), "errors": errors,
         "model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id,
         "method": result.method, "params": result.params, "threshold": threshold,
         "clusters": clusters, "seconds": round(time.perf_counter() - started, 2),
     }
-    (out / "clusters.json").write_text(json.dumps(report, indent=2))
-    (out / "index.html").write_text(render_html(report))
+    for name, text in (("clusters.json", json.dumps(report, indent=2)), ("index.html", render_html(report))):
+        with output_file(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     print(f"{len(faces)} faces in {len(paths)} images -> {len(clusters)} clusters; wrote "
-          f"{out / 'clusters.json'} and {out / 'index.html'}")
+          f"{describe(out / 'clusters.json')} and {describe(out / 'index.html')}")
     return 1 if errors else 0
+
+
+def _embed_faces(pipeline, paths: list[Path], out: Path, progress: bool) -> tuple[list, list, list]:
+    """(face records, unreadable images, embeddings) of every face in ``paths``; writes each
+    face's thumbnail into ``out/thumbs``. An unreadable photo is reported and skipped."""
+    faces, errors, embeddings = [], [], []
+    with write_errors(out / "thumbs"):
+        (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    for path, result in zip(paths, pipeline.iter_embed_images(paths, progress=progress, total=len(paths))):
+        if result.ok and result.faces:
+            try:
+                image = Image.fromarray(pipeline.load(path))
+            except FacespaceError as exc:  # readable a moment ago: changed or removed since
+                result.error = str(exc)
+        if not result.ok:
+            errors.append({"image": describe(path), "error": result.error})
+            print(f"facespace: warning: {result.error}", file=sys.stderr)
+            continue
+        for face in result.faces:
+            number = len(faces)
+            thumb = f"thumbs/face_{number:05d}.jpg"
+            with write_errors(out / thumb):
+                _thumbnail(image, face.face.box).save(out / thumb, quality=88)
+            faces.append({"face": number, "image": describe(path), "href": _href(path, out), "thumbnail": thumb,
+                          **face.face.to_dict()})
+            embeddings.append(face.embedding)
+    return faces, errors, embeddings
 
 
 def _thumbnail(image: Image.Image, box: np.ndarray) -> Image.Image:
@@ -102,11 +119,12 @@ def _thumbnail(image: Image.Image, box: np.ndarray) -> Image.Image:
 
 
 def _href(path: Path, out: Path) -> str:
+    """A link from ``out/index.html`` to ``path``: percent-encoded bytes, so any file name works."""
     try:
         rel = os.path.relpath(path.resolve(), out.resolve())
     except ValueError:  # another drive on Windows
         return path.resolve().as_uri()
-    return quote(rel.replace(os.sep, "/"))
+    return quote(os.fsencode(rel.replace(os.sep, "/")))
 
 
 def render_html(report: dict) -> str:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..alignment import ALIGN_MODES
 from ..detection.types import DETECTOR_BACKENDS
 from ..embedding import BACKENDS
+from ..errors import FacespaceError, OptionError
+from ..files import atomic_path
+from ..imageio import describe
 
 if TYPE_CHECKING:
     from ..pipeline import FacePipeline
@@ -37,7 +45,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
     group.add_argument("--detector-backend", default="torch", choices=DETECTOR_BACKENDS,
                        help="MTCNN runtime: torch (default) or onnx (ONNX Runtime, CPU)")
-    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    group.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeline":
@@ -54,7 +62,26 @@ def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeli
         detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch")),
         backend=getattr(args, "backend", "torch"),
     )
-    return FacePipeline(**{**options, **settings})
+    pipeline = FacePipeline(**{**options, **settings})
+    check_weight_cache(pipeline)
+    return pipeline
+
+
+def check_weight_cache(pipeline: "FacePipeline") -> None:
+    """Refuse, before any work, a weight cache (``$FACESPACE_HOME``) that is not a folder, or
+    that cannot be written while weights the pipeline needs are not in it yet."""
+    from ..pretrained.registry import resolve_config
+    from ..pretrained.weights import cache_dir, is_cached
+
+    root = cache_dir()
+    what = "weight cache ($FACESPACE_HOME)"
+    try:
+        if root.exists() and not root.is_dir():
+            raise FacespaceError(f"{what} {describe(root)}: is not a folder")
+    except OSError as exc:
+        raise FacespaceError(f"{what} {describe(root)}: {exc.strerror or exc}") from None
+    if not all(is_cached(c) for c in (pipeline.embedder.config, resolve_config(None, "detector"))):
+        check_output(root, what, folder=True)
 
 
 def _positive_int(text: str) -> int:
@@ -65,3 +92,83 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     return value
+
+
+def _device(text: str) -> str:
+    """``--device``: a torch device that exists on this machine (checked before any work)."""
+    if text == "cpu":
+        return text  # the default: no need to import torch while parsing
+    from ..runtime.device import resolve_device
+
+    try:
+        resolve_device(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def threshold_type(text: str) -> float:
+    """A ``--threshold``: a finite squared distance between unit vectors, in [0, 4]."""
+    value = _finite_float(text)
+    if not 0 <= value <= 4:
+        raise argparse.ArgumentTypeError(f"a threshold is a squared distance in [0, 4], got {text!r}")
+    return value
+
+
+def fraction_type(text: str) -> float:
+    """A finite number in [0, 1] (an overlap, a rate)."""
+    value = _finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
+def check_output(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """``path`` when an output (a file, or with ``folder`` a folder) can be written there: the
+    target is not a folder (or, with ``folder``, is one), and its nearest existing ancestor is a
+    folder we can create files in (missing folders are made when writing). Checked before the
+    work starts, so a bad ``--out`` fails at once instead of after it; :class:`FacespaceError`."""
+    path = Path(path)
+    name = f"{what} {describe(path)}"
+    try:
+        if path.is_dir() != folder and path.exists():
+            raise FacespaceError(f"{name}: is a folder" if not folder else f"{name}: is not a folder")
+        place = path if folder else path.parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise FacespaceError(f"{name}: {describe(place)} is not a folder")
+        handle, probe = tempfile.mkstemp(prefix=".facespace-probe-", dir=place)
+    except OSError as exc:
+        raise FacespaceError(f"{name}: cannot be written ({exc.strerror or exc})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return path
+
+
+@contextmanager
+def write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` (disk full, a folder gone) becomes one
+    :class:`FacespaceError` naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise FacespaceError(f"{describe(path)}: could not be written ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write ``path``'s content to; it replaces ``path`` only when the block
+    succeeds, so a failure never destroys an earlier result (:func:`facespace.files.atomic_path`)."""
+    with write_errors(path), atomic_path(path) as tmp:
+        yield tmp

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..evaluation.scoring import FLIP_RULES
-from .common import _positive_int, add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
+from .common import (_positive_int, add_group, add_pipeline_options, add_quiet_option, check_output,
+                     pipeline_from_args, write_errors)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +85,7 @@ def run_pairs_command(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, pairs) -> int:
     from ..evaluation.pairs import DatasetError
     from ..evaluation.report import run_pairs, write_report
+    from ..imageio import describe
     from ..evaluation.scoring import ScoringRule
 
     if not 0 < args.far < 1:
@@ -96,14 +98,19 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
     if pairs.n_folds < 2:
         raise DatasetError(f"{pairs.source}: the protocol needs pairs in at least two folds")
     pairs.check_files()
+    if args.out:
+        check_output(args.out, "--out", folder=True)
     pipeline = pipeline_from_args(args)
     result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
                        cache=not args.no_cache, cache_root=args.cache_dir, scoring=scoring)
-    written = write_report(result, args.out) if args.out else {}
+    written = {}
+    if args.out:
+        with write_errors(args.out):
+            written = write_report(result, args.out)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(result.summary())
         for kind, path in written.items():
-            print(f"  {kind}: {path}")
+            print(f"  {kind}: {describe(path)}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_group
+from .common import add_group, check_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def run_onnx(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401
     except ImportError:
         raise FacespaceError("ONNX export needs the onnx package: pip install 'facespace[onnx]'") from None
+    check_output(args.out, "OUT", folder=config.kind == "detector")
     if config.kind == "detector":
         if args.int8:
             raise FacespaceError("--int8 is available for embedders only")

@@ -1,13 +1,25 @@
-"""``facespace gallery enroll | list | remove | rename | export | import``."""
+"""``facespace gallery enroll | list | remove | rename | export | import``.
+
+``list`` and ``export`` open the gallery read-only (nothing in the file changes);
+``remove`` and ``rename`` need an existing gallery; only ``enroll`` and ``import``
+create one, and only where no file exists. A file that is not a facespace gallery
+is refused, unchanged. Enrolling or importing what a gallery already has adds
+nothing and says how many were skipped as duplicates.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
+
+
+if TYPE_CHECKING:
+    from ..gallery.records import EnrolResult
+    from ..gallery.schema import GalleryMode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="enrol a folder-per-person tree, or images of one person",
                          description="Enrol identities. Either --tree DIR (one sub-folder of images per "
                                      "person) or IMG... --name NAME. Each person is one transaction.",
-                         gallery_help="gallery file (created if missing)")
+                         gallery_help="gallery file (created if it does not exist)")
     enroll.add_argument("images", nargs="*", metavar="IMG")
     enroll.add_argument("--tree", metavar="DIR", help="folder with one sub-folder of images per person")
     enroll.add_argument("--name", help="identity name for the IMG arguments")
@@ -57,10 +69,11 @@ def _add_action(actions: argparse._SubParsersAction, name: str, handler, help: s
     return parser
 
 
-def open_gallery(path: str, create: bool = False):
+def open_gallery(path: str, mode: "GalleryMode" = "read"):
+    """The gallery at ``path``, opened as ``mode`` says (default read-only: the file stays as it is)."""
     from ..gallery import Gallery
 
-    return Gallery(path, create=create)
+    return Gallery(path, mode=mode)
 
 
 def pipeline_for_gallery(args: argparse.Namespace, gallery):
@@ -78,7 +91,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     if args.images and not args.name:
         print("facespace: error: --name is required when enrolling images", file=sys.stderr)
         return 2
-    with open_gallery(args.gallery, create=True) as gallery:
+    with open_gallery(args.gallery, mode="create") as gallery:
         pipeline = pipeline_for_gallery(args, gallery)
         gallery.check_pipeline(pipeline)
         if args.tree:
@@ -89,16 +102,25 @@ def run_enroll(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"gallery": args.gallery, "identities": [r.to_dict() for r in results]}, indent=2))
     else:
-        for r in results:
-            print(f"{r.name}: {r.added} embedding{'s' if r.added != 1 else ''} enrolled"
-                  + (f", {len(r.skipped)} skipped" if r.skipped else ""))
-            for source, reason in r.skipped:
-                print(f"  skipped {source}: {reason}", file=sys.stderr)
-    return 0 if all(r.added for r in results) else 1
+        _print_enrolment(results)
+    return 0 if all(r.usable for r in results) else 1
+
+
+def _print_enrolment(results: list["EnrolResult"]) -> None:
+    for r in results:
+        print(f"{r.name}: {r.added} embedding{'s' if r.added != 1 else ''} enrolled"
+              + (f", {r.duplicates} duplicate{'s' if r.duplicates != 1 else ''} skipped (already enrolled)"
+                 if r.duplicates else "")
+              + (f", {len(r.skipped)} skipped" if r.skipped else ""))
+        for source, reason in r.skipped:
+            print(f"  skipped {source}: {reason}", file=sys.stderr)
+    if len(results) > 1:
+        added, duplicates = sum(r.added for r in results), sum(r.duplicates for r in results)
+        print(f"# {len(results)} identities: {added} embeddings enrolled, {duplicates} duplicates skipped")
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery) as gallery:
+    with open_gallery(args.gallery, mode="read") as gallery:
         infos = gallery.identities()
         if args.json:
             print(json.dumps({"gallery": args.gallery, "model": gallery.model,
@@ -112,7 +134,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery) as gallery:
+    with open_gallery(args.gallery, mode="write") as gallery:
         for name in args.names:
             count = gallery.remove(name)
             print(f"removed {name} ({count} embeddings)")
@@ -120,21 +142,25 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_rename(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery) as gallery:
+    with open_gallery(args.gallery, mode="write") as gallery:
         gallery.rename(args.old, args.new)
     print(f"renamed {args.old} -> {args.new}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery) as gallery:
+    with open_gallery(args.gallery, mode="read") as gallery:
         count = gallery.export(args.out)
     print(f"exported {count} identities to {args.out}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery, create=True) as gallery:
-        count = gallery.import_(args.source, on_conflict=args.on_conflict)
-    print(f"imported {count} identities from {args.source}")
+    from ..gallery.store import read_import
+
+    loaded = read_import(args.source)  # a bad file is refused before a gallery is opened or made
+    with open_gallery(args.gallery, mode="create") as gallery:
+        result = gallery.import_file(loaded, on_conflict=args.on_conflict)
+    print(f"imported {result.identities} identities from {args.source}: {result.added} embeddings added, "
+          f"{result.duplicates} duplicates skipped (already in the gallery)")
     return 0

@@ -1,4 +1,9 @@
-"""``facespace identify``: who is in these photos, according to a gallery."""
+"""``facespace identify``: who is in these photos, according to a gallery (opened read-only).
+
+The search options are checked when the arguments are parsed (exit 2, before any
+model or gallery is loaded): ``--top`` a positive whole number, ``--far`` strictly
+between 0 and 1, ``--threshold`` a squared distance between unit embeddings, 0 to 4.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,29 @@ import json
 import sys
 
 from ..errors import FacespaceError
-from .common import add_pipeline_options
+from .common import _finite_float, _positive_int, add_pipeline_options, threshold_type
 from .gallery import open_gallery, pipeline_for_gallery
+
+
+def far_type(text: str) -> float:
+    """A ``--far``: a false-accept rate, a finite number strictly between 0 and 1."""
+    value = _finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a false-accept rate lies strictly between 0 and 1, got {text!r}")
+    return value
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     from ..gallery.search import INDEX_KINDS
 
     group = parser.add_argument_group("search")
-    group.add_argument("--top", "-k", type=int, default=5, help="candidates to list per face (default 5)")
-    group.add_argument("--threshold", type=float, default=None,
-                       help="squared distance above which a face is 'unknown' (default: calibrated for --far)")
-    group.add_argument("--far", type=float, default=0.01,
-                       help="target false-accept rate of a search for the calibrated threshold (default 0.01)")
+    group.add_argument("--top", "-k", type=_positive_int, default=5, help="candidates to list per face (default 5)")
+    group.add_argument("--threshold", type=threshold_type, default=None,
+                       help="squared distance (0 to 4) above which a face is 'unknown' "
+                            "(default: calibrated for --far)")
+    group.add_argument("--far", type=far_type, default=0.01,
+                       help="target false-accept rate of a search for the calibrated threshold, between 0 and 1 "
+                            "(default 0.01)")
     group.add_argument("--index", choices=INDEX_KINDS, default="auto",
                        help="search structure (default auto: exact for small galleries, FAISS for large)")
 
@@ -41,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    with open_gallery(args.gallery) as gallery:
+    with open_gallery(args.gallery, mode="read") as gallery:
         pipeline = pipeline_for_gallery(args, gallery)
         identifier = identifier_from_args(args, gallery, pipeline)
     failures = 0
@@ -65,4 +80,4 @@ def run_identify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-__all__ = ["register", "add_search_options", "identifier_from_args", "FacespaceError"]
+__all__ = ["register", "add_search_options", "identifier_from_args", "far_type", "FacespaceError"]

@@ -11,7 +11,10 @@ import cv2
 import numpy as np
 
 from ..errors import FacespaceError
-from .common import add_pipeline_options, add_quiet_option, pipeline_from_args
+from ..files import atomic_write_bytes
+from ..imageio import describe
+from .common import (add_pipeline_options, add_quiet_option, check_output, output_file, pipeline_from_args,
+                     threshold_type)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify = sub.add_parser("verify", help="decide whether two photos show the same person")
     verify.add_argument("first", metavar="A")
     verify.add_argument("second", metavar="B")
-    verify.add_argument("--threshold", type=float, default=None,
+    verify.add_argument("--threshold", type=threshold_type, default=None,
                         help="squared-distance threshold (default: the model's calibrated one)")
     verify.add_argument("--json", action="store_true")
     add_pipeline_options(verify)
@@ -45,30 +48,44 @@ def _report_failure(source: str, error: str) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    if args.draw:
+        check_output(args.draw, "--draw", folder=True)
     pipeline = pipeline_from_args(args)
     failures = 0
-    if args.draw:
-        Path(args.draw).mkdir(parents=True, exist_ok=True)
     for path in args.images:
+        name = describe(path)
         try:
             image = pipeline.load(path)
             faces = pipeline.detect_arrays([image])[0]
         except FacespaceError as exc:
-            _report_failure(path, str(exc))
+            _report_failure(name, str(exc))
             failures += 1
             continue
         if args.json:
-            print(json.dumps({"source": path, "width": image.shape[1], "height": image.shape[0],
+            print(json.dumps({"source": name, "width": image.shape[1], "height": image.shape[0],
                               "faces": [f.to_dict() for f in faces]}))
         else:
-            print(f"{path}: {len(faces)} face(s)")
+            print(f"{name}: {len(faces)} face(s)")
             for i, face in enumerate(faces):
                 x1, y1, x2, y2 = (int(round(v)) for v in face.box)
                 print(f"  [{i}] box=({x1},{y1},{x2},{y2}) score={face.score:.3f}")
-        if args.draw:
-            out = Path(args.draw) / (Path(path).stem + "_faces.jpg")
-            cv2.imwrite(str(out), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+        if args.draw and not _write_drawing(Path(args.draw) / (Path(path).stem + "_faces.jpg"), image, faces):
+            failures += 1
     return 1 if failures else 0
+
+
+def _write_drawing(out: Path, image: np.ndarray, faces) -> bool:
+    """Write ``image`` with ``faces`` drawn to ``out`` (encoded here, written as bytes, atomically:
+    OpenCV never sees the file name); a failure is reported and False returned."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+    try:
+        if not ok:
+            raise OSError("JPEG encoding failed")
+        atomic_write_bytes(out, data.tobytes())
+    except OSError as exc:
+        _report_failure(describe(out), f"could not be written ({exc.strerror or exc})")
+        return False
+    return True
 
 
 def draw_faces(image: np.ndarray, faces, labels: list[str] | None = None) -> np.ndarray:
@@ -91,6 +108,7 @@ def run_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".jsonl"):
         raise FacespaceError(f"--out must end in .npz or .jsonl, got {out.name!r}")
+    check_output(out, "--out")
     pipeline = pipeline_from_args(args)
     progress = not args.quiet and len(args.images) > 1
     results = pipeline.embed_images(args.images, on_error="report", progress=progress)
@@ -106,31 +124,35 @@ def run_embed(args: argparse.Namespace) -> int:
         for index, face in enumerate(result.faces):
             rows.append((result.source, index, face))
     meta = {"model": pipeline.model_name, "preprocessing": pipeline.preprocessing}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        dim = pipeline.embedder.dim
-        np.savez(
-            out,
-            embeddings=np.stack([f.embedding for *_, f in rows]) if rows else np.zeros((0, dim), np.float32),
-            sources=np.array([s for s, *_ in rows], dtype=str),
-            face_index=np.array([i for _, i, _ in rows], dtype=np.int32),
-            boxes=np.array([f.face.box for *_, f in rows], dtype=np.float32).reshape(-1, 4),
-            scores=np.array([f.face.score for *_, f in rows], dtype=np.float32),
-            metadata=np.array(json.dumps(meta)),
-        )
-    else:
-        with open(out, "w") as handle:
-            for source, index, face in rows:
-                handle.write(json.dumps({"source": source, "face_index": index, **meta, **face.to_dict()}) + "\n")
-    print(f"wrote {len(rows)} embedding(s) of {len(results) - failures} image(s) to {out}", file=sys.stderr)
+    with output_file(out) as tmp:
+        if out.suffix == ".npz":
+            _write_npz(tmp, rows, meta, pipeline.embedder.dim)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for source, index, face in rows:
+                    handle.write(json.dumps({"source": source, "face_index": index, **meta, **face.to_dict()}) + "\n")
+    print(f"wrote {len(rows)} embedding(s) of {len(results) - failures} image(s) to {describe(out)}",
+          file=sys.stderr)
     return 1 if failures else 0
+
+
+def _write_npz(path: Path, rows: list, meta: dict, dim: int) -> None:
+    np.savez(
+        path,
+        embeddings=np.stack([f.embedding for *_, f in rows]) if rows else np.zeros((0, dim), np.float32),
+        sources=np.array([s for s, *_ in rows], dtype=str),
+        face_index=np.array([i for _, i, _ in rows], dtype=np.int32),
+        boxes=np.array([f.face.box for *_, f in rows], dtype=np.float32).reshape(-1, 4),
+        scores=np.array([f.face.score for *_, f in rows], dtype=np.float32),
+        metadata=np.array(json.dumps(meta)),
+    )
 
 
 def run_verify(args: argparse.Namespace) -> int:
     pipeline = pipeline_from_args(args, threshold=args.threshold)
     verdict = pipeline.verify(args.first, args.second)
     if args.json:
-        print(json.dumps({"a": args.first, "b": args.second, "model": pipeline.model_name, **verdict.to_dict()}))
+        print(json.dumps({"a": describe(args.first), "b": describe(args.second), "model": pipeline.model_name, **verdict.to_dict()}))
     else:
         decision = "same" if verdict.same else "different"
         print(f"{decision}: distance {verdict.distance:.4f} {'<=' if verdict.same else '>'} "

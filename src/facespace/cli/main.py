@@ -4,8 +4,9 @@ Each command group lives in its own module under :mod:`facespace.cli` with a
 ``register(subparsers)`` function; add it to ``COMMAND_MODULES``. Other packages
 add commands through the ``facespace.commands`` entry-point group (the training
 package's ``train`` and ``align``), so this package never imports them. Errors that
-users cause (:class:`FacespaceError`) become one line on stderr and exit 1;
-bad arguments exit 2 (argparse).
+users cause (:class:`FacespaceError`), and file system failures (``OSError``: a
+full disk, a vanished folder), become one line on stderr and exit 1; bad arguments
+exit 2 (argparse).
 """
 
 from __future__ import annotations
@@ -77,7 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `facespace ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file system failure no command foresaw (disk full, a folder gone): one line
+        print(f"facespace: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     return int(code or 0)
+
+
+def _os_error(exc: OSError) -> str:
+    """``name: reason`` for an OSError, the name made printable."""
+    from ..imageio import describe
+
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{describe(exc.filename)}: {exc.strerror}"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UnknownModelError
 from ..pretrained.registry import get_config, list_models
-from ..pretrained.weights import install_from_file, is_cached, pull
+from ..pretrained.weights import install_from_file, is_cached, pull, weight_status
 from .common import add_group
 
 
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = add_group(sub, "models", help="list, fetch and describe pretrained models", dest="models_command",
                      metavar="ACTION")
 
-    lister = msub.add_parser("list", help="registered models and whether they are cached")
+    lister = msub.add_parser("list", help="registered models and whether their weights are cached and verified")
     lister.add_argument("--json", action="store_true")
     lister.set_defaults(handler=run_list)
 
@@ -41,17 +41,26 @@ def run_list(args: argparse.Namespace) -> int:
             "name": name, "kind": config.kind, "architecture": config.architecture,
             "embedding_size": config.embedding_size or None, "input_size": config.input_size or None,
             "normalisation": config.normalisation, "source": config.source, "licence": config.licence,
-            "threshold": config.threshold, "cached": is_cached(config),
+            "threshold": config.threshold, "cached": is_cached(config), **_weights(config),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':22} {'kind':9} {'dim':>4} {'input':>5} {'norm':9} {'threshold':>9} {'cached':6} source")
+    print(f"{'name':22} {'kind':9} {'dim':>4} {'input':>5} {'norm':9} {'threshold':>9} {'weights':8} source")
     for r in rows:
         threshold = f"{r['threshold']:.4f}" if r["threshold"] is not None else "-"
         print(f"{r['name']:22} {r['kind']:9} {r['embedding_size'] or '-':>4} {r['input_size'] or '-':>5} "
-              f"{r['normalisation']:9} {threshold:>9} {'yes' if r['cached'] else 'no':6} {r['source']}")
+              f"{r['normalisation']:9} {threshold:>9} {r['weights']:8} {r['source']}")
     return 0
+
+
+def _weights(config) -> dict:
+    """``weights``: the model's cached weights as one status ("verified" when every file's sha256 is
+    the registry's, "corrupt" when any present file's bytes differ, else "missing"; `models pull`
+    fetches corrupt and missing files again) and ``weight_files``: each file's status."""
+    files = weight_status(config)
+    overall = next((s for s in ("corrupt", "missing") if s in files.values()), "verified")
+    return {"weights": overall, "weight_files": files}
 
 
 def run_pull(args: argparse.Namespace) -> int:
@@ -82,6 +91,7 @@ def run_info(args: argparse.Namespace) -> int:
         config = get_config(args.name)
         out = asdict(config)
         out["cached"] = is_cached(config)
+        out.update(_weights(config))
         if config.kind == "embedder":
             out["complexity"] = describe_architecture(config.name)
     else:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import add_pipeline_options, pipeline_from_args
+from .common import _positive_int, add_pipeline_options, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="environment variable holding the API key; unset means no key (default FACESPACE_API_KEY)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest uploaded file (default 10 MB)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image (default 40 Mpx)")
+    p.add_argument("--max-request-megapixels", type=float, default=1000.0,
+                   help="decoded pixels of all the images of one request, from their headers (default 1000 Mpx)")
+    p.add_argument("--allowed-hosts", type=_comma_list, default=(), metavar="LIST",
+                   help="Host header values answered besides localhost, 127.0.0.1, [::1] and --host at --port: "
+                        "comma list of name (any port) or name:port; * allows any (default none)")
+    p.add_argument("--allowed-origins", type=_comma_list, default=(), metavar="LIST",
+                   help="web origins (scheme://host[:port]) besides the server's own that may POST/PUT/PATCH/DELETE: "
+                        "comma list; * allows any (default none)")
+    p.add_argument("--inference-threads", type=_positive_int, default=None, metavar="N",
+                   help="pipelines run at once, each on one torch thread unless FACESPACE_NUM_THREADS says "
+                        "otherwise (default: one per usable core, at most 8)")
+    p.add_argument("--max-queue", type=_positive_int, default=None, metavar="N",
+                   help="requests admitted to inference at once (running, waiting or reading uploads); one more is "
+                        "answered 503 with Retry-After at once (default 2 x inference threads + 2)")
+    p.add_argument("--queue-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds an admitted request may wait for an inference thread before a 503 (default 30)")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for identification (default 0.01)")
     p.add_argument("--demo", nargs=2, metavar="IMG", help="two images served for the page's ?demo= mode")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -32,19 +48,32 @@ def run_serve(args: argparse.Namespace) -> int:
         print("facespace: error: serving needs the server extra: pip install 'facespace[server]'", file=sys.stderr)
         return 1
     from ..gallery import Gallery
-    from ..server import Limits, create_app
+    from ..server import Limits, Security, create_app
     from ..server.app import warm
+    from ..server.pool import default_workers, serving_threads
 
     if args.gallery:
         Gallery(args.gallery).close()  # create it now, and fail early on a bad file
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                     max_request_bytes=int(args.max_upload_mb * 1024 * 1024) * 4 + 65536,
-                    max_pixels=int(args.max_megapixels * 1_000_000))
+                    max_pixels=int(args.max_megapixels * 1_000_000),
+                    max_request_pixels=int(args.max_request_megapixels * 1_000_000),
+                    max_queue=args.max_queue, queue_timeout=args.queue_timeout)
+    security = Security.for_server(args.host, args.port, args.allowed_hosts, args.allowed_origins)
+    workers = args.inference_threads or default_workers()
     api_key = os.environ.get(args.api_key_env) or None
     app = create_app(lambda: pipeline_from_args(args, max_pixels=limits.max_pixels), gallery_path=args.gallery,
-                     api_key=api_key, limits=limits, demo_images=args.demo or (), far=args.far)
+                     api_key=api_key, limits=limits, demo_images=args.demo or (), far=args.far,
+                     security=security, inference_threads=workers)
+    serving_threads()
     warm(app)
     print(f"facespace: serving on http://{args.host}:{args.port}/ "
-          f"({'API key required' if api_key else 'no API key'})", file=sys.stderr, flush=True)
+          f"({workers} inference thread(s), {'API key required' if api_key else 'no API key'})",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+

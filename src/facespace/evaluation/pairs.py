@@ -20,6 +20,7 @@ CSV
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FacespaceError
+from ..imageio import describe
 
 __all__ = [
     "DatasetError",
@@ -127,7 +129,7 @@ class PairSet:
         """Raise :class:`DatasetError` naming the first missing images, if any."""
         missing = [p for p in self.paths() if not p.is_file()]
         if missing:
-            shown = ", ".join(str(p) for p in missing[:3])
+            shown = ", ".join(describe(p) for p in missing[:3])
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise DatasetError(f"{len(missing)} image(s) named in {self.source or 'the pairs'} do not exist: "
                                f"{shown}{more}")
@@ -159,17 +161,31 @@ def find_lfw_layout(root: str | Path, pairs: str | Path | None = None) -> tuple[
     return images, Path(pairs).expanduser()
 
 
+def _read_text(path: Path) -> str:
+    """The text of a pairs file; :class:`PairsFormatError` when it is missing, unreadable (any
+    ``OSError``: no permission, a name too long) or not UTF-8 text (a binary file)."""
+    name = describe(path)
+    try:
+        if not path.is_file():
+            raise PairsFormatError(f"pairs file {name} does not exist")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PairsFormatError(f"pairs file {name} cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PairsFormatError(f"{name}: not a text file ({exc})") from None
+    if "\x00" in text:
+        raise PairsFormatError(f"{name}: not a text file (it holds NUL bytes)")
+    return text
+
+
 def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
     path = Path(path)
-    if not path.is_file():
-        raise PairsFormatError(f"pairs file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PairsFormatError(f"{path}: not a text file ({exc})") from exc
+    text = _read_text(path)
     lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
-        raise PairsFormatError(f"pairs file {path} is empty")
+        raise PairsFormatError(f"pairs file {describe(path)} is empty")
     return lines
 
 
@@ -241,7 +257,7 @@ def read_lfw_pairs(pairs_file: str | Path, root: str | Path, check_files: bool =
         first.append(a)
         second.append(b)
         same.append(is_same)
-    pairs = PairSet(first, second, np.array(same, dtype=bool), folds, source=str(path), folds_origin=origin)
+    pairs = PairSet(first, second, np.array(same, dtype=bool), folds, source=describe(path), folds_origin=origin)
     if check_files:
         pairs.check_files()
     return pairs
@@ -266,12 +282,13 @@ def read_csv_pairs(
 ) -> PairSet:
     """Read ``path1,path2,same[,fold]`` rows; see the module notes."""
     path = Path(csv_file)
-    if not path.is_file():
-        raise PairsFormatError(f"pairs file {path} does not exist")
     base = Path(root) if root is not None else path.parent
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = [(n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(handle), start=1)
+    try:
+        rows = [(n, [c.strip() for c in row])
+                for n, row in enumerate(csv.reader(io.StringIO(_read_text(path), newline="")), start=1)
                 if row and any(c.strip() for c in row) and not row[0].lstrip().startswith("#")]
+    except csv.Error as exc:
+        raise PairsFormatError(f"{describe(path)}: not a CSV file ({exc})") from None
     if rows and _is_header(rows[0][1]):
         rows = rows[1:]
     if not rows:
@@ -298,11 +315,11 @@ def read_csv_pairs(
             folds.append(_int(path, lineno, row[3], "fold"))
     same_arr = np.array(same, dtype=bool)
     if has_fold:
-        pairs = PairSet(first, second, same_arr, np.array(folds), source=str(path), folds_origin="file")
+        pairs = PairSet(first, second, same_arr, np.array(folds), source=describe(path), folds_origin="file")
     else:
         identities = _identities(first, second, base)
         fold_ids, origin = make_folds(len(first), n_folds=n_folds, seed=seed, identities=identities)
-        pairs = PairSet(first, second, same_arr, fold_ids, source=str(path), folds_origin=origin)
+        pairs = PairSet(first, second, same_arr, fold_ids, source=describe(path), folds_origin=origin)
     if check_files:
         pairs.check_files()
     return pairs

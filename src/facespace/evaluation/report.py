@@ -16,6 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..files import atomic_path, atomic_write_bytes
 from .cache import EmbeddingSet, embed_paths
 from .pairs import PairSet
 from .protocol import PairsReport, evaluate_pairs
@@ -177,14 +178,17 @@ def plot_roc(
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as part:
+            fig.savefig(part, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike, name: str = "report") -> dict[str, Path]:
-    """Write ``<name>.json`` (with ``machine``) and ``<name>_roc.png`` into ``out_dir``."""
+    """Write ``<name>.json`` (with ``machine``) and ``<name>_roc.png`` into ``out_dir``, each
+    atomically (a failure leaves an earlier report whole)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict(include_roc=False)
@@ -200,6 +204,6 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, name: str
         else:
             data["roc_plot"] = "skipped: matplotlib is not installed (pip install 'facespace[eval]')"
     path = out / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     written["json"] = path
     return written

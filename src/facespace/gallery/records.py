@@ -6,8 +6,10 @@ formats (:mod:`.export`); it imports none of them.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -15,7 +17,8 @@ from ..comparison import unit_rows
 from ..errors import FacespaceError
 
 __all__ = ["GalleryError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo", "EnrolResult",
-           "GalleryMatrix", "check_name", "as_unit_rows"]
+           "Stored", "ImportResult", "GalleryMatrix", "EmbeddingBatch", "check_name", "as_unit_rows",
+           "content_hash", "vector_hash"]
 
 
 class GalleryError(FacespaceError):
@@ -47,15 +50,44 @@ class IdentityInfo:
 
 @dataclass
 class EnrolResult:
-    """What enrolling one identity did: embeddings added and inputs skipped (with why)."""
+    """What enrolling one identity did: embeddings added, inputs skipped (with why), and
+    ``duplicates``: embeddings not stored again because the identity already had them."""
 
     name: str
     added: int
     skipped: list[tuple[str, str]]
+    duplicates: int = 0
+
+    @property
+    def usable(self) -> int:
+        """Inputs that gave an embedding, new or already enrolled."""
+        return self.added + self.duplicates
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "added": self.added,
+        return {"name": self.name, "added": self.added, "duplicates": self.duplicates,
                 "skipped": [{"source": s, "reason": r} for s, r in self.skipped]}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one write of embeddings did: the identity's id, rows added, rows already there."""
+
+    identity: int
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What importing an export file did: identities taken in (not skipped by ``on_conflict``),
+    embeddings added and embeddings already there."""
+
+    identities: int
+    added: int
+    duplicates: int
+
+    def to_dict(self) -> dict:
+        return {"identities": self.identities, "added": self.added, "duplicates": self.duplicates}
 
 
 @dataclass(frozen=True)
@@ -71,6 +103,54 @@ class GalleryMatrix:
         return len(self.vectors)
 
 
+@dataclass(frozen=True)
+class EmbeddingBatch:
+    """Embeddings ready to store: unit float32 rows, and per row its source, its content key
+    (:func:`content_hash` of the image it came from, else :func:`vector_hash` of itself) and,
+    for imports, its creation time (None: now)."""
+
+    vectors: np.ndarray
+    sources: list[Optional[str]]
+    hashes: list[str]
+    created: Optional[list[float]] = None
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, sources: Sequence[Optional[str]] | None = None,
+           hashes: Sequence[Optional[str]] | None = None,
+           created: Sequence[float] | None = None) -> "EmbeddingBatch":
+        """Checked and completed: rows made unit length, a missing content key made from the row."""
+        vectors = as_unit_rows(vectors)
+        n = len(vectors)
+        sources = list(sources) if sources is not None else [None] * n
+        hashes = list(hashes) if hashes is not None else [None] * n
+        created = None if created is None else [float(t) for t in created]
+        for what, values in (("sources", sources), ("content hashes", hashes), ("creation times", created)):
+            if values is not None and len(values) != n:
+                raise GalleryError(f"{n} embeddings but {len(values)} {what}")
+        keys = [h if h else vector_hash(v) for h, v in zip(hashes, vectors)]
+        return cls(vectors, sources, keys, created)
+
+    def rows(self, identity: int, now: float) -> list[tuple]:
+        """``(identity_id, vector, dim, source, created, content_hash)`` for the embeddings table."""
+        stamps = self.created if self.created is not None else [now] * len(self.vectors)
+        dim = self.vectors.shape[1]
+        return [(identity, v.astype("<f4").tobytes(), dim, s, t, h)
+                for v, s, t, h in zip(self.vectors, self.sources, stamps, self.hashes)]
+
+
+def content_hash(data: bytes) -> str:
+    """The key of an embedding made from these image bytes: their hex sha256."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def vector_hash(vector: np.ndarray | bytes) -> str:
+    """The key of an embedding with no source file: the hex sha256 of its little-endian float32 bytes
+    (as stored, after scaling to unit length)."""
+    data = vector if isinstance(vector, (bytes, bytearray, memoryview)) else \
+        np.asarray(vector, dtype="<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
 def check_name(name: str) -> str:
     """``name`` if it can name an identity (non-empty, no outer spaces, no control characters)."""
     if not isinstance(name, str) or not name.strip():
@@ -82,13 +162,23 @@ def check_name(name: str) -> str:
     return name
 
 
+#: A row whose length is this close to 1 is stored as given, not scaled again, so a stored
+#: vector read back and stored again has the same bytes (and :func:`vector_hash`).
+UNIT_TOLERANCE = 1e-6
+
+
 def as_unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Embeddings to store: a finite (N, D) float32 array, each row scaled to unit length."""
+    """Embeddings to store: a finite (N, D) float32 array, each row of unit length (rows already
+    unit within :data:`UNIT_TOLERANCE` kept as they are, the others scaled)."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     if vectors.ndim != 2 or vectors.shape[1] == 0:
         raise GalleryError(f"embeddings must be an (N, D) array, got shape {vectors.shape}")
     if not np.isfinite(vectors).all():
         raise GalleryError("embeddings contain NaN or infinite values")
-    if (np.linalg.norm(vectors, axis=1) < 1e-6).any():
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if (norms < 1e-6).any():
         raise GalleryError("an embedding has zero length")
-    return np.ascontiguousarray(unit_rows(vectors), dtype=np.float32)
+    out = np.array(vectors, dtype=np.float32, order="C")
+    scale = np.abs(norms - 1) > UNIT_TOLERANCE
+    out[scale] = unit_rows(vectors[scale])
+    return out

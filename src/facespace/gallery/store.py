@@ -1,22 +1,32 @@
 """A gallery of enrolled identities, kept in one SQLite file.
 
-Tables:
+Tables (schema version 2, see :mod:`.schema`):
 
 ``identities``  (id, name UNIQUE, created)
 ``embeddings``  (id, identity_id -> identities.id ON DELETE CASCADE, vector BLOB of
-                float32, dim, source, created)
+                float32, dim, source, created, content_hash; UNIQUE (identity_id, content_hash))
 ``meta``        (key, value): the ``model`` and ``preprocessing_id`` every
                 embedding was made with (set by the first enrolment), their
                 ``dim``, the schema version and a ``generation`` counter that
                 changes with every write (so a search index knows it is stale).
 
+An embedding is keyed by its identity and a content hash: the sha256 of the
+image file's bytes it was made from, or of its own float32 bytes when it had no
+file (raw vectors, imports of old exports). Storing an embedding the identity
+already has is skipped and counted, not repeated, so re-running an interrupted
+enrolment, two enrollers at once or importing an export twice store each
+embedding once.
+
 The database runs in WAL mode and every change is one transaction. In
 particular an identity's enrolment (its row, all its embeddings and, for the
 first enrolment, the model metadata) commits at once or not at all: Ctrl-C or
 ``kill -9`` in the middle of enrolling a folder tree loses only the identity
-being written, never anything committed, and leaves no half-written identity.
-Embeddings are computed *before* the transaction opens, so the write lock is
-held for milliseconds.
+being written, never anything committed, and leaves no half-written identity;
+a full disk rolls the identity back and says so. Embeddings are computed
+*before* the transaction opens, so the write lock is held for milliseconds.
+
+A gallery opened with ``mode="read"`` changes nothing in its file; one that
+is not a facespace gallery is refused whatever the mode, unchanged (:mod:`.schema`).
 
 A gallery refuses embeddings (to enrol or to search with) from a different
 model or preprocessing with :class:`~facespace.errors.ModelMismatchError`.
@@ -34,7 +44,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -44,83 +54,51 @@ from .enrol import enroll_tree as _enroll_tree
 from .enrol import folder_tree
 from .export import EXPORT_FORMAT, read_export, write_export
 from .records import (
+    EmbeddingBatch,
     EnrolResult,
     GalleryError,
     GalleryMatrix,
     IdentityExistsError,
     IdentityInfo,
+    ImportResult,
+    Stored,
     UnknownIdentityError,
-    as_unit_rows,
     check_name,
 )
+from .schema import GALLERY_MODES, SCHEMA_VERSION, GalleryMode, open_database, write_transaction
 
 if TYPE_CHECKING:
     from ..imageio import ImageInput
     from ..pipeline import FacePipeline
 
 __all__ = ["Gallery", "GalleryError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo",
-           "EnrolResult", "GalleryMatrix", "OnConflict", "folder_tree", "SCHEMA_VERSION", "EXPORT_FORMAT"]
-
-SCHEMA_VERSION = 1
+           "EnrolResult", "ImportResult", "ImportFile", "read_import", "Stored", "GalleryMatrix", "OnConflict",
+           "GalleryMode", "GALLERY_MODES", "folder_tree", "SCHEMA_VERSION", "EXPORT_FORMAT"]
 
 #: What :meth:`Gallery.import_` does with a name already enrolled.
 OnConflict = Literal["merge", "replace", "skip", "error"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS identities (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    id          INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    vector      BLOB NOT NULL,
-    dim         INTEGER NOT NULL,
-    source      TEXT,
-    created     REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
-"""
-
 
 class Gallery:
-    """Identities and their embeddings in a SQLite file (created on first use)."""
+    """Identities and their embeddings in a SQLite file.
 
-    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0) -> None:
+    ``mode`` (:data:`~.schema.GalleryMode`): ``"create"`` (the default) opens for writing
+    and creates the gallery when ``path`` does not exist; ``"write"`` opens an existing
+    gallery for writing; ``"read"`` opens one read-only and changes nothing in the file.
+    An existing file that is not a facespace gallery (empty, not SQLite, another
+    program's database) is refused with :class:`GalleryError` and left as it was.
+    ``create=False`` is the older spelling of ``mode="write"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: GalleryMode = "create", timeout: float = 30.0, *,
+                 create: bool | None = None) -> None:
+        if isinstance(mode, bool):  # Gallery(path, False): the older positional ``create``
+            mode, create = "create", mode
+        if create is not None:
+            mode = "create" if create else "write"
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise GalleryError(f"{self.path}: no such gallery")
-        if self.path.is_dir():
-            raise GalleryError(f"{self.path}: is a folder, not a gallery file")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._create_schema()
-        except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.path}: not a facespace gallery ({exc})") from exc
-
-    def _create_schema(self) -> None:
-        """Create the tables of a new gallery; refuse one of a newer schema."""
-        with self.transaction() as cur:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                cur.execute(statement)
-            row = cur.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                cur.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                cur.execute("INSERT INTO meta VALUES ('generation', '0')")
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise GalleryError(f"{self.path}: gallery schema {row[0]} is newer than this facespace "
-                                   f"understands ({SCHEMA_VERSION}); upgrade facespace")
+        self.mode: GalleryMode = check_choice(mode, GalleryMode, "gallery mode")
+        self._conn, self._schema = open_database(self.path, self.mode, timeout)
 
     # -- plumbing ------------------------------------------------------------
     def close(self) -> None:
@@ -132,20 +110,18 @@ class Gallery:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "read"
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction: everything inside commits together or not at all."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        """One write transaction: everything inside commits together or not at all
+        (:func:`.schema.write_transaction`); refused on a gallery opened read-only."""
+        if self.read_only:
+            raise GalleryError(f"{self.path}: opened read-only; open it with mode 'write' to change it")
+        with write_transaction(self._conn, self.path) as cur:
             yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        else:
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
 
     def _bump(self, cur: sqlite3.Cursor) -> None:
         cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
@@ -190,31 +166,42 @@ class Gallery:
         model: str,
         preprocessing_id: str,
         replace: bool = False,
+        hashes: Sequence[str | None] | None = None,
     ) -> int:
         """Enrol ``vectors`` (N, D) under ``name`` in one transaction; returns the identity id.
 
-        An existing identity gains the new embeddings (``replace=True`` drops
-        its old ones first). The first enrolment fixes the gallery's model.
+        See :meth:`store_embeddings`, which also says how many were added and how many
+        the identity already had.
+        """
+        return self.store_embeddings(name, vectors, sources, model=model, preprocessing_id=preprocessing_id,
+                                     replace=replace, hashes=hashes).identity
+
+    def store_embeddings(self, name: str, vectors: np.ndarray, sources: Sequence[str | None] | None = None, *,
+                         model: str, preprocessing_id: str, replace: bool = False,
+                         hashes: Sequence[str | None] | None = None) -> Stored:
+        """Enrol ``vectors`` (N, D) under ``name`` in one transaction.
+
+        An existing identity gains the new embeddings (``replace=True`` drops its old ones
+        first); one it already has (the same content hash: ``hashes[i]``, the sha256 of the
+        image file, or else of the vector) is skipped and counted in ``duplicates``. The
+        first enrolment fixes the gallery's model.
         """
         check_name(name)
-        vectors = as_unit_rows(vectors)
-        if sources is None:
-            sources = [None] * len(vectors)
-        if len(sources) != len(vectors):
-            raise GalleryError(f"{len(vectors)} embeddings but {len(sources)} sources")
-        now = time.time()
+        batch = EmbeddingBatch.of(vectors, sources, hashes)
         with self.transaction() as cur:
-            identity = self._add(cur, name, vectors, sources, model, preprocessing_id, replace, now)
-            self._bump(cur)
-        return identity
+            stored = self._add(cur, name, batch, model, preprocessing_id, replace)
+            if stored.added or replace:
+                self._bump(cur)
+        return stored
 
-    def _add(self, cur, name, vectors, sources, model, preprocessing_id, replace, now,
-             created: Sequence[float] | None = None) -> int:
-        dim = vectors.shape[1]
+    def _add(self, cur: sqlite3.Cursor, name: str, batch: EmbeddingBatch, model: str, preprocessing_id: str,
+             replace: bool) -> Stored:
+        dim = batch.vectors.shape[1]
         _check_compatible(cur, self.path, model, preprocessing_id, dim)
         if cur.execute("SELECT 1 FROM meta WHERE key='model'").fetchone() is None:
             cur.executemany("INSERT INTO meta VALUES (?, ?)",
                             [("model", model), ("preprocessing_id", preprocessing_id), ("dim", str(dim))])
+        now = time.time()
         row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
         if row is None:
             cur.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, now))
@@ -223,12 +210,10 @@ class Gallery:
             identity = row[0]
             if replace:
                 cur.execute("DELETE FROM embeddings WHERE identity_id=?", (identity,))
-        stamps = created if created is not None else [now] * len(vectors)
-        cur.executemany(
-            "INSERT INTO embeddings (identity_id, vector, dim, source, created) VALUES (?, ?, ?, ?, ?)",
-            [(identity, v.astype("<f4").tobytes(), dim, s, t) for v, s, t in zip(vectors, sources, stamps)],
-        )
-        return identity
+        cur.executemany("INSERT OR IGNORE INTO embeddings (identity_id, vector, dim, source, created, content_hash) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", batch.rows(identity, now))
+        added = max(cur.rowcount, 0)
+        return Stored(identity=identity, added=added, duplicates=len(batch.vectors) - added)
 
     def enroll_images(
         self,
@@ -342,44 +327,79 @@ class Gallery:
                                      (dim, 4 * dim)).fetchone()[0]
             if bad:
                 problems.append(f"{bad} embeddings do not have {dim} float32 values")
+        if self._schema >= 2:
+            unkeyed = self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE content_hash IS NULL").fetchone()[0]
+            if unkeyed:
+                problems.append(f"{unkeyed} embeddings have no content hash")
         return problems
 
     # -- export / import (file formats: .export) -------------------------------------
     def export(self, path: str | os.PathLike) -> int:
-        """Write every identity and embedding to ``.json`` or ``.npz`` (:mod:`.export`);
-        returns identities written."""
+        """Write every identity and embedding to ``.json`` or ``.npz`` (:mod:`.export`), each with its
+        content hash; returns identities written. An earlier file at ``path`` stays as it was unless
+        the new one is complete."""
+        content_hash = "e.content_hash" if self._schema >= 2 else "NULL"  # v1 read-only: hashed on export
         rows = self._conn.execute(
-            "SELECT i.name, i.created, e.vector, e.source, e.created FROM embeddings e "
+            f"SELECT i.name, i.created, e.vector, e.source, e.created, {content_hash} FROM embeddings e "
             "JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
         ).fetchall()
         return write_export(path, rows, version=SCHEMA_VERSION, model=self.model,
                             preprocessing_id=self.preprocessing_id, dim=self.dim)
 
     def import_(self, path: str | os.PathLike, on_conflict: OnConflict = "merge") -> int:
-        """Add the identities of an export file in one transaction; returns identities imported.
+        """Add the identities of an export file in one transaction; returns identities imported
+        (:meth:`import_file` also counts the embeddings added and those already there)."""
+        return self.import_file(path, on_conflict).identities
+
+    def import_file(self, source: "str | os.PathLike | ImportFile",
+                    on_conflict: OnConflict = "merge") -> ImportResult:
+        """Add the identities of an export file (a path, or what :func:`read_import` read) in one
+        transaction; returns identities taken in, embeddings added and duplicates skipped.
 
         ``on_conflict`` says what happens to a name already enrolled: "merge"
-        (add the embeddings), "replace", "skip" or "error".
+        (add the embeddings it does not have yet), "replace", "skip" or "error".
+        An embedding the identity already has (the same content hash) is skipped
+        and counted, so importing a file twice changes nothing the second time.
         """
         check_choice(on_conflict, OnConflict, "on_conflict")
-        header, people = read_export(path)
-        if header.get("model") is None:
-            return 0
-        now = time.time()
-        count = 0
+        loaded = source if isinstance(source, ImportFile) else read_import(source)
+        if loaded.header.get("model") is None:
+            return ImportResult(0, 0, 0)
+        identities = added = duplicates = 0
         with self.transaction() as cur:
-            for name, (vectors, sources, stamps) in people.items():
-                check_name(name)
+            for name, batch in loaded.people.items():
                 exists = cur.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
                 if exists and on_conflict == "skip":
                     continue
                 if exists and on_conflict == "error":
-                    raise IdentityExistsError(f"{path}: identity {name!r} is already in {self.path}")
-                self._add(cur, name, as_unit_rows(vectors), sources, header["model"],
-                          header["preprocessing_id"], on_conflict == "replace", now, stamps)
-                count += 1
-            self._bump(cur)
-        return count
+                    raise IdentityExistsError(f"{loaded.path}: identity {name!r} is already in {self.path}")
+                stored = self._add(cur, name, batch, loaded.header["model"], loaded.header["preprocessing_id"],
+                                   on_conflict == "replace")
+                identities, added, duplicates = identities + 1, added + stored.added, duplicates + stored.duplicates
+            if added or (identities and on_conflict == "replace"):
+                self._bump(cur)
+        return ImportResult(identities=identities, added=added, duplicates=duplicates)
+
+
+class ImportFile(NamedTuple):
+    """An export file read and checked (:func:`read_import`), its people ready to store."""
+
+    path: Path
+    header: dict
+    people: dict[str, EmbeddingBatch]
+
+
+def read_import(path: str | os.PathLike) -> ImportFile:
+    """An export file read and checked before any gallery is opened or transaction begun."""
+    header, people = read_export(path)
+    batches = {}
+    for name, person in people.items():
+        try:
+            check_name(name)
+            batches[name] = EmbeddingBatch.of(person.vectors, person.sources, person.hashes, person.created)
+        except GalleryError as exc:
+            raise GalleryError(f"{path}: identity {name!r}: {exc}") from exc
+    return ImportFile(Path(path), header, batches)
 
 
 def _check_compatible(cur, path: Path, model: str, preprocessing_id: str, dim: int | None) -> None:

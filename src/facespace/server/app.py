@@ -1,13 +1,19 @@
 """FastAPI application: detect, embed, verify, identify, enrol, list/remove identities, cluster.
 
 Every error is JSON ``{"error": {"type": ..., "message": ...}}`` with a fitting
-status: 400 unreadable image or bad input, 401 missing/wrong API key, 404
-unknown identity, 409 model mismatch or duplicate name, 413 upload or image
-too large, 422 no face where one is needed or invalid parameters, 503 no
-gallery configured.
+status: 400 unreadable image, bad input or a Host the server does not answer
+to (``bad_host``), 401 missing/wrong API key, 403 a state-changing request from
+another web origin (``bad_origin``), 404 unknown identity, 409 model mismatch
+or duplicate name, 413 upload, image or request too large (bytes, files, or
+decoded pixels: ``too_many_pixels``), 422 no face where one is needed or
+invalid parameters, 503 no gallery configured, or inference too busy: the
+admission queue is full (``busy``) or no worker was free within the queue
+timeout (``queue_timeout``), both with ``Retry-After``.
 
 The routes live in ``routes_*`` by area, the errors in :mod:`.errors`, the
-shared per-app objects in :mod:`.state` (reached through :mod:`.deps`).
+Host/Origin checks in :mod:`.security`, the inference workers and admission
+queue in :mod:`.pool`, the shared per-app objects in :mod:`.state` (reached
+through :mod:`.deps`).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from fastapi import FastAPI
 
 from . import routes_cluster, routes_gallery, routes_inference, routes_pages
 from .errors import ApiError, install_error_handling
+from .pool import ShedWhenFull
+from .security import Security, SecurityMiddleware
 from .state import Limits, ServerState
 
 if TYPE_CHECKING:
     from ..pipeline import FacePipeline
 
-__all__ = ["ApiError", "Limits", "create_app", "warm"]
+__all__ = ["ApiError", "Limits", "Security", "create_app", "warm"]
 
 
 def create_app(
@@ -35,20 +43,27 @@ def create_app(
     demo_images: Sequence[str | Path] = (),
     far: float = 0.01,
     index: str = "auto",
+    security: Security = Security(),
+    inference_threads: int = 1,
 ) -> FastAPI:
     """The facespace REST app.
 
-    ``pipeline_factory`` is called once, on first need (or by :func:`warm`);
-    ``gallery_path`` enables identify/enrol/identities; ``api_key`` (if set)
-    must come as ``X-API-Key`` or ``Authorization: Bearer`` on every ``/api``
-    call; ``demo_images`` are served at ``/demo/<i>`` for the page's demo mode.
+    ``pipeline_factory`` is called once per inference thread, on first need (or by
+    :func:`warm`); ``gallery_path`` enables identify/enrol/identities; ``api_key``
+    (if set) must come as ``X-API-Key`` or ``Authorization: Bearer`` on every
+    ``/api`` call and ``/demo``; ``demo_images`` are served at ``/demo/<i>`` for the
+    page's demo mode; ``security`` names the hosts and origins answered (default:
+    loopback names only); ``inference_threads`` pipelines run at once.
     """
     from ..version import __version__
 
     app = FastAPI(title="facespace", version=__version__,
                   description="FaceNet face detection, embedding, verification, identification and clustering.")
-    app.state.facespace = ServerState(pipeline_factory, gallery_path, api_key, limits, demo_images, far, index)
+    state = ServerState(pipeline_factory, gallery_path, api_key, limits, demo_images, far, index, inference_threads)
+    app.state.facespace = state
     install_error_handling(app)
+    app.add_middleware(ShedWhenFull, pool=state.pool)
+    app.add_middleware(SecurityMiddleware, security=security)  # added last: runs first
     for router in (routes_pages.router, routes_inference.router, routes_gallery.identify_router(limits.max_top),
                    routes_gallery.router, routes_cluster.router):
         app.include_router(router)
@@ -56,5 +71,5 @@ def create_app(
 
 
 def warm(app: FastAPI) -> None:
-    """Build the pipeline now instead of on the first request."""
-    app.state.facespace.pipeline()
+    """Build the pipelines now instead of on the first request."""
+    app.state.facespace.warm()

@@ -1,14 +1,20 @@
 """Dependencies of the routes: the app's :class:`ServerState`, the API-key check, and reading uploads
-within the app's :class:`Limits`."""
+within the app's :class:`Limits`.
+
+The key is taken from the ``X-API-Key`` or ``Authorization: Bearer`` header only, never from the
+URL (URLs end up in access logs and browser histories).
+"""
 
 from __future__ import annotations
 
 import hmac
+import io
+import warnings
 
 import numpy as np
 from fastapi import Depends, Request, UploadFile
 
-from ..errors import ImageLoadError
+from ..errors import ImageLoadError, ImageTooLargeError
 from .errors import ApiError
 from .state import Limits, ServerState
 
@@ -18,8 +24,9 @@ def get_state(request: Request) -> ServerState:
     return request.app.state.facespace
 
 
-def check_key(request: Request) -> None:
-    """Refuse the request (401) unless it carries the app's API key, if it has one."""
+async def check_key(request: Request) -> None:
+    """Refuse the request (401) unless it carries the app's API key, if it has one (async: no thread
+    of the server's pool is taken to compare two strings)."""
     api_key = get_state(request).api_key
     if api_key is None:
         return
@@ -56,8 +63,42 @@ def load_upload(upload: UploadFile, field: str, limits: Limits) -> np.ndarray:
         raise type(exc)(f"{field} ({upload.filename}): {exc}") from None
 
 
-def load_uploads(uploads: list[UploadFile], limits: Limits) -> list[np.ndarray]:
-    """The ``images`` field's uploads as arrays, at most ``max_files`` of them."""
+def header_pixels(data: bytes, name: str, max_pixels: int) -> int:
+    """The pixels ``data`` will decode to, read from its header alone: refused unless it is an image
+    Pillow reads, within ``max_pixels`` (413); its pixel data, which may still be bad, is not read."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..imageio import _check_size
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                size = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{name}: not an image or an unsupported format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: unreadable image header ({exc})") from None
+    _check_size(size, max_pixels, name)
+    return size[0] * size[1]
+
+
+def read_images(uploads: list[UploadFile], limits: Limits) -> list[bytes]:
+    """The ``images`` field's uploads as bytes, for the pipeline to decode chunk by chunk.
+
+    Each is checked from its header (a readable format, within ``max_pixels``), and together
+    they must be at most ``max_files`` and ``max_request_pixels`` decoded pixels (413).
+    """
     if len(uploads) > limits.max_files:
         raise ApiError(413, "too_many_files", f"at most {limits.max_files} images per request")
-    return [load_upload(f, f"images[{i}]", limits) for i, f in enumerate(uploads)]
+    images, pixels = [], 0
+    for i, upload in enumerate(uploads):
+        field = f"images[{i}]"
+        images.append(read_upload(upload, field, limits))
+        pixels += header_pixels(images[-1], f"{field} ({upload.filename})", limits.max_pixels)
+    if pixels > limits.max_request_pixels:
+        raise ApiError(413, "too_many_pixels", f"the images hold {pixels:,} pixels in all, over the limit of "
+                                               f"{limits.max_request_pixels:,} per request")
+    return images

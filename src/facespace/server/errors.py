@@ -17,11 +17,12 @@ from ..errors import (FacespaceError, ImageLoadError, ImageTooLargeError, ModelM
 
 
 class ApiError(FacespaceError):
-    """An error that carries its own HTTP status and type string."""
+    """An error that carries its own HTTP status and type string (and any headers its answer needs,
+    such as ``Retry-After``)."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.kind = status, kind
+        self.status, self.kind, self.headers = status, kind, dict(headers or {})
 
 
 def status_of(exc: Exception) -> tuple[int, str]:
@@ -48,8 +49,10 @@ def error_response(status: int, kind: str, message: str, headers: dict | None = 
 
 async def _facespace_error(request: Request, exc: FacespaceError) -> JSONResponse:
     status, kind = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, kind, str(exc), headers)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(status, kind, str(exc), headers or None)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,7 +3,12 @@
 Faces are drawn as boxes on a canvas over each photo, with names (identify)
 or the chosen face (verify). ``/?demo=verify`` and ``/?demo=identify`` run
 the page on the server's demo images without any clicking (used by the
-headless-browser test); ``?key=...`` fills in the API key.
+headless-browser test).
+
+The API key never goes into a URL (URLs are written to access logs): it is typed
+into the page's password field, kept in the tab's ``sessionStorage``, and sent as
+the ``X-API-Key`` header, the demo images' requests included (fetched, then shown
+from blob URLs).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ _PAGE = r"""<!doctype html>
 </style></head><body>
 <header><h1>facespace</h1></header>
 <main>
- <fieldset id="keybox"><legend>API key</legend><input id="key" type="password" size="32" placeholder="X-API-Key"></fieldset>
+ <fieldset id="keybox"><legend>API key</legend><input id="key" type="password" size="32" placeholder="X-API-Key" autocomplete="off"></fieldset>
  <fieldset><legend>Verify: are these the same person?</legend>
   <label>Photo A <input id="fileA" type="file" accept="image/*"></label>
   <label>Photo B <input id="fileB" type="file" accept="image/*"></label><br>
@@ -42,7 +47,9 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 if (!CONFIG.requiresKey) $("keybox").style.display = "none";
 if (!CONFIG.hasGallery) $("identifybox").style.display = "none";
-if (params.get("key")) $("key").value = params.get("key");
+const KEY_SLOT = "facespace-api-key";
+$("key").value = sessionStorage.getItem(KEY_SLOT) || "";
+$("key").addEventListener("input", () => sessionStorage.setItem(KEY_SLOT, $("key").value));
 const BOX = "#00ff00", OTHER = "#ff9800", UNKNOWN = "#ff1744";
 
 function headers() { const k = $("key").value; return k ? {"X-API-Key": k} : {}; }
@@ -116,7 +123,10 @@ $("identify").onclick = () => {
   const f = $("fileI").files[0]; if (!f) { status("Choose a photo first.", "error"); return; } identify(f);
 };
 async function demo(mode) {
-  const get = async (i) => { const r = await fetch("/demo/" + i); if (!r.ok) throw new Error("no demo image " + i); return r.blob(); };
+  const get = async (i) => {
+    const r = await fetch("/demo/" + i, {headers: headers()});
+    if (!r.ok) throw new Error("demo image " + i + ": HTTP " + r.status); return r.blob();
+  };
   try {
     if (mode === "verify") await verify(await get(0), await get(1));
     else if (mode === "identify") await identify(await get(0));

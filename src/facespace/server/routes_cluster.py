@@ -1,11 +1,16 @@
-"""The clustering route: ``/api/cluster``."""
+"""The clustering route: ``/api/cluster``.
+
+The uploads are checked from their headers and handed to the pipeline as bytes, so it decodes
+them chunk by chunk (by decoded pixels) instead of holding every image at once.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from .deps import AUTH, get_state, load_uploads
+from ..errors import ImageLoadError
+from .deps import AUTH, get_state, read_images
 from .errors import ApiError
 from .state import ServerState
 
@@ -22,10 +27,13 @@ def cluster_endpoint(images: list[UploadFile] = File(...),
 
     if method not in METHODS:
         raise ApiError(422, "invalid_request", f"method must be one of {', '.join(METHODS)}")
-    arrays = load_uploads(images, state.limits)
-    results = state.run(lambda p: p.embed_images(arrays, on_error="raise"))
+    with state.admitted():
+        uploads = read_images(images, state.limits)
+        results = state.run(lambda p: p.embed_images(uploads, on_error="report"))
     faces, vectors = [], []
     for i, result in enumerate(results):
+        if not result.ok:  # a header that read well over data that did not
+            raise ImageLoadError(f"images[{i}] ({images[i].filename}): {result.error}")
         for f in result.faces:
             faces.append({"image": i, "filename": images[i].filename, **f.face.to_dict()})
             vectors.append(f.embedding)

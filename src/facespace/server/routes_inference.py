@@ -1,4 +1,8 @@
-"""The inference routes: ``/api/detect``, ``/api/embed`` and ``/api/verify``."""
+"""The inference routes: ``/api/detect``, ``/api/embed`` and ``/api/verify``.
+
+Each takes its place in the admission queue before reading its upload, decodes it on the
+request's own thread, and runs the networks on an inference worker (see :mod:`.pool`).
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,18 @@ router = APIRouter(tags=["inference"], dependencies=AUTH)
 
 @router.post("/api/detect")
 def detect(image: UploadFile = File(..., description="photo"), state: ServerState = Depends(get_state)) -> dict:
-    array = load_upload(image, "image", state.limits)
-    faces = state.run(lambda p: p.detect_arrays([array])[0])
+    with state.admitted():
+        array = load_upload(image, "image", state.limits)
+        faces = state.run(lambda p: p.detect_arrays([array])[0])
     return {"width": array.shape[1], "height": array.shape[0], "faces": [f.to_dict() for f in faces]}
 
 
 @router.post("/api/embed")
 def embed(image: UploadFile = File(...), state: ServerState = Depends(get_state)) -> dict:
-    array = load_upload(image, "image", state.limits)
+    with state.admitted():
+        array = load_upload(image, "image", state.limits)
+        faces = state.run(lambda p: p.embed(array))
     p = state.pipeline()
-    faces = state.run(lambda p: p.embed(array))
     return {"model": p.model_name, "preprocessing_id": p.preprocessing_id,
             "width": array.shape[1], "height": array.shape[0], "faces": [f.to_dict() for f in faces]}
 
@@ -37,8 +43,10 @@ def verify(a: UploadFile = File(..., description="first photo"),
     from ..comparison import verify as compare
 
     uploads = {"a": a, "b": b}
-    images = {key: load_upload(upload, key, state.limits) for key, upload in uploads.items()}
-    faces = {key: _faces(state, images[key], f"{key} ({uploads[key].filename})") for key in uploads}
+    with state.admitted():
+        images = {key: load_upload(upload, key, state.limits) for key, upload in uploads.items()}
+        found = state.run(lambda p: {key: p.embed(array) for key, array in images.items()})  # one turn for both
+    faces = {key: _faces(found[key], images[key], f"{key} ({uploads[key].filename})") for key in uploads}
     p = state.pipeline()
     verdict = compare(faces["a"][0].embedding, faces["b"][0].embedding,
                       p.threshold if threshold is None else threshold)
@@ -52,9 +60,8 @@ def verify(a: UploadFile = File(..., description="first photo"),
     return out
 
 
-def _faces(state: ServerState, array: np.ndarray, name: str) -> tuple:
-    """(the face verify uses, all faces) of one image; NoFaceError when it has none."""
-    found = state.run(lambda p: p.embed(array))
+def _faces(found: list, array: np.ndarray, name: str) -> tuple:
+    """(the face verify uses, all ``found`` faces) of one image; NoFaceError when it has none."""
     if not found:
         raise NoFaceError(f"{name}: no face found")
     return choose_face(found, array.shape, "largest"), found

@@ -1,8 +1,12 @@
-"""The page and service routes: ``/``, ``/demo/<i>``, ``/health`` and ``/api/info``."""
+"""The page and service routes: ``/``, ``/demo/<i>``, ``/health`` and ``/api/info``.
+
+``/demo/<i>`` is a stored photo: it needs the API key as ``/api`` does. ``/health`` runs on the
+event loop and touches no lock, so it is answered at once however busy inference is.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from .deps import AUTH, get_state
@@ -20,7 +24,7 @@ def page(state: ServerState = Depends(get_state)) -> HTMLResponse:
                                     has_gallery=state.has_gallery))
 
 
-@router.get("/demo/{number}", include_in_schema=False)
+@router.get("/demo/{number}", include_in_schema=False, dependencies=AUTH)
 def demo(number: int, state: ServerState = Depends(get_state)) -> Response:
     demos = state.demos
     if not 0 <= number < len(demos):
@@ -31,8 +35,9 @@ def demo(number: int, state: ServerState = Depends(get_state)) -> Response:
 
 
 @router.get("/health", tags=["service"])
-def health(state: ServerState = Depends(get_state)) -> dict:
-    return {"status": "ok", "pipeline_loaded": state.loaded, "gallery": state.has_gallery}
+async def health(request: Request) -> dict:
+    state = get_state(request)
+    return {"status": "ok", "pipeline_loaded": state.loaded, "gallery": state.has_gallery, "inference": state.queue}
 
 
 @router.get("/api/info", tags=["service"], dependencies=AUTH)

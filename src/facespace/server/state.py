@@ -7,26 +7,36 @@ through the :func:`facespace.server.deps.get_state` dependency.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from .errors import ApiError
+from .pool import InferencePool
 
 if TYPE_CHECKING:
     from ..gallery import Gallery, Identifier
     from ..pipeline import FacePipeline
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits: bytes per uploaded file and per request, pixels per image, files per request."""
+    """Request limits: bytes per uploaded file and per request, pixels per image, files per request,
+    decoded pixels per request (the images' headers summed), and the admission queue: requests
+    admitted at once (None: :func:`~facespace.server.pool.default_queue` of the workers) and the
+    seconds an admitted request waits for an inference worker (see :mod:`facespace.server.pool`)."""
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_files: int = 100
     max_top: int = 100
+    max_request_pixels: int = 1_000_000_000
+    max_queue: int | None = None
+    queue_timeout: float = 30.0
 
 
 class ServerState:
@@ -34,15 +44,13 @@ class ServerState:
 
     def __init__(self, factory: Callable[[], "FacePipeline"], gallery_path: str | Path | None = None,
                  api_key: str | None = None, limits: Limits = Limits(), demos: Sequence[str | Path] = (),
-                 far: float = 0.01, index: str = "auto") -> None:
-        self.limits = limits
+                 far: float = 0.01, index: str = "auto", inference_threads: int = 1) -> None:
+        self.pool = InferencePool(factory, inference_threads, limits.max_queue, limits.queue_timeout)
+        self.limits = replace(limits, max_queue=self.pool.max_queue)
         self.api_key = api_key
         self.gallery_path = gallery_path
         self.demos = tuple(Path(p) for p in demos)
-        self._factory = factory
         self._far, self._index = far, index
-        self._pipeline: FacePipeline | None = None
-        self._lock = threading.Lock()  # one inference at a time: the CPU is the bottleneck anyway
         self.gallery_lock = threading.RLock()
         self._gallery: Gallery | None = None
         self._identifiers: dict = {}
@@ -53,19 +61,29 @@ class ServerState:
 
     @property
     def loaded(self) -> bool:
-        return self._pipeline is not None
+        return self.pool.loaded
+
+    @property
+    def queue(self) -> dict:
+        """The admission queue's occupancy (admitted requests, its size, the workers)."""
+        return self.pool.occupancy()
 
     def pipeline(self) -> "FacePipeline":
-        with self._lock:
-            if self._pipeline is None:
-                self._pipeline = self._factory()
-            return self._pipeline
+        """The pipeline that describes the app's (model, threshold, preprocessing); for inference use :meth:`run`."""
+        return self.pool.primary()
 
-    def run(self, fn):
-        """``fn(pipeline)``, alone: requests take turns at the pipeline."""
-        pipeline = self.pipeline()
-        with self._lock:
-            return fn(pipeline)
+    def warm(self) -> None:
+        """Build every inference worker's pipeline now."""
+        self.pool.pipelines()
+
+    def admitted(self) -> AbstractContextManager[None]:
+        """A place in the admission queue for a request that will infer (503 ``busy`` when it is full);
+        take it before reading the uploads."""
+        return self.pool.admitted()
+
+    def run(self, fn: Callable[["FacePipeline"], T]) -> T:
+        """``fn(pipeline)`` on an inference worker, within an :meth:`admitted` block."""
+        return self.pool.run(fn)
 
     def gallery(self) -> "Gallery":
         from ..gallery import Gallery
