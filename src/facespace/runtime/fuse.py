@@ -32,32 +32,38 @@ def _scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, tor
     return scale, beta - mean * scale
 
 
+def _biased_like(layer: nn.Conv2d | nn.Linear) -> nn.Module:
+    """An uninitialised (meta) copy of ``layer``'s shape with a bias: the folded layer's layout."""
+    with torch.device("meta"):
+        if isinstance(layer, nn.Linear):
+            return nn.Linear(layer.in_features, layer.out_features, bias=True)
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups, bias=True,
+                         padding_mode=layer.padding_mode)
+
+
+def _fold(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Module:
+    """A biased copy of ``layer`` computing ``bn(layer(x))`` (bn in eval mode); on the meta
+    device only the layout (no arithmetic: meta maths would import torch's compiler, ~1 s)."""
+    fused = _biased_like(layer)
+    if layer.weight.is_meta:
+        return fused
+    scale, shift = _scale_shift(bn)
+    weight = layer.weight.double() * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
+    bias = shift if layer.bias is None else layer.bias.double() * scale + shift
+    fused.weight = nn.Parameter(weight.to(layer.weight.dtype).contiguous(), requires_grad=False)
+    fused.bias = nn.Parameter(bias.to(layer.weight.dtype).contiguous(), requires_grad=False)
+    return fused
+
+
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A biased copy of ``conv`` computing ``bn(conv(x))`` (bn in eval mode)."""
-    scale, shift = _scale_shift(bn)
-    with torch.device("meta"):  # no random initialisation: the weights are set just below
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                          padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                          padding_mode=conv.padding_mode)
-    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    return _with_weights(fused, weight.to(conv.weight.dtype), bias.to(conv.weight.dtype))
-
-
-def _with_weights(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
-    layer.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
-    layer.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
-    return layer
+    return _fold(conv, bn)
 
 
 def fold_bn_into_linear(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
     """A biased copy of ``linear`` computing ``bn(linear(x))`` (bn in eval mode)."""
-    scale, shift = _scale_shift(bn)
-    with torch.device("meta"):
-        fused = nn.Linear(linear.in_features, linear.out_features, bias=True)
-    weight = linear.weight.double() * scale.view(-1, 1)
-    bias = shift if linear.bias is None else linear.bias.double() * scale + shift
-    return _with_weights(fused, weight.to(linear.weight.dtype), bias.to(linear.weight.dtype))
+    return _fold(linear, bn)
 
 
 @torch.no_grad()
