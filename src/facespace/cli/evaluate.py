@@ -52,6 +52,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     scoring.add_argument("--subtract-mean", action="store_true",
                          help="remove the training folds' mean embedding before the distance (cosine of "
                               "centred embeddings)")
+    cross = parser.add_argument_group("cross-model (an old model's embeddings against a new one's)")
+    cross.add_argument("--against", metavar="OLD_MODEL",
+                       help="score every pair with one image embedded by --model and the other by this model, "
+                            "in both orders, in a compatibility map's common space (--align applies to --model only)")
+    cross.add_argument("--map", metavar="NAME",
+                       help="with --against: the compatibility map (default: the stored one from OLD_MODEL to "
+                            "--model ranked first; see facespace.compat.list_maps)")
     add_pipeline_options(parser)
 
 
@@ -84,7 +91,7 @@ def run_pairs_command(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, pairs) -> int:
     from ..evaluation.pairs import DatasetError
-    from ..evaluation.report import run_pairs, write_report
+    from ..evaluation.report import run_cross_pairs, run_pairs, write_report
     from ..imageio import describe
     from ..evaluation.scoring import ScoringRule
 
@@ -92,6 +99,10 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
         raise DatasetError(f"--far must lie between 0 and 1, got {args.far}")
     if args.flip_rule == "concat" and not args.flip:
         raise DatasetError("--flip-rule concat needs --flip")
+    if args.map and not args.against:
+        raise DatasetError("--map needs --against, the old model whose embeddings it maps")
+    if args.against and args.flip_rule == "concat":
+        raise DatasetError("--flip-rule concat cannot be used with --against (a map takes one vector per image)")
     scoring = ScoringRule(flip=args.flip_rule, subtract_mean=args.subtract_mean)
     if args.limit_pairs:
         pairs = pairs.limit(args.limit_pairs)
@@ -101,8 +112,13 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
     if args.out:
         check_output(args.out, "--out", folder=True)
     pipeline = pipeline_from_args(args)
-    result = run_pairs(pipeline, pairs, far_target=args.far, progress=not args.quiet,
-                       cache=not args.no_cache, cache_root=args.cache_dir, scoring=scoring)
+    common = dict(far_target=args.far, progress=not args.quiet, cache=not args.no_cache,
+                  cache_root=args.cache_dir, scoring=scoring)
+    if args.against:
+        against, compat = _cross_setup(args, pipeline)
+        result = run_cross_pairs(pipeline, against, compat, pairs, **common)
+    else:
+        result = run_pairs(pipeline, pairs, **common)
     written = {}
     if args.out:
         with write_errors(args.out):
@@ -114,3 +130,17 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
         for kind, path in written.items():
             print(f"  {kind}: {describe(path)}")
     return 0
+
+
+def _cross_setup(args: argparse.Namespace, pipeline):
+    """The --against pipeline (its model's registered crop) and the map joining it to --model's."""
+    from ..compat import find_map, load_map
+    from ..evaluation.pairs import DatasetError
+
+    against = pipeline_from_args(args, model=args.against, align=None)
+    if against.model_name == pipeline.model_name:
+        raise DatasetError(f"--against names the --model itself ({pipeline.model_name}): nothing to compare across")
+    compat = load_map(args.map) if args.map else find_map(against.model_name, pipeline.model_name)
+    for pipe in (against, pipeline):
+        compat.check(pipe.model_name, pipe.preprocessing_id)
+    return against, compat

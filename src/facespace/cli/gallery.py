@@ -1,8 +1,9 @@
-"""``facespace gallery enroll | list | remove | rename | export | import``.
+"""``facespace gallery enroll | list | remove | rename | export | import | migrate``.
 
 ``list`` and ``export`` open the gallery read-only (nothing in the file changes);
 ``remove`` and ``rename`` need an existing gallery; only ``enroll`` and ``import``
-create one, and only where no file exists. A file that is not a facespace gallery
+create one, and only where no file exists; ``migrate`` writes a new gallery of another model
+beside the old one (never changing it). A file that is not a facespace gallery
 is refused, unchanged. Enrolling or importing what a gallery already has adds
 nothing and says how many were skipped as duplicates.
 """
@@ -58,6 +59,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("source", metavar="FILE")
     imp.add_argument("--on-conflict", choices=get_args(OnConflict), default="merge",
                      help="what to do with names already enrolled (default: merge embeddings)")
+
+    migrate = _add_action(actions, "migrate", run_migrate, help="write a copy of the gallery for another model",
+                          description="Convert every identity to --to MODEL through a compatibility map, or "
+                                      "with --re-embed by embedding its recorded photos again where they are "
+                                      "readable. OLD is opened read-only; the new gallery appears complete or "
+                                      "not at all.", gallery_help="the gallery to migrate (left unchanged)")
+    migrate.add_argument("--to", required=True, metavar="MODEL", dest="target", help="the new model")
+    migrate.add_argument("--map", metavar="NAME", help="compatibility map (default: the best stored one)")
+    migrate.add_argument("--out", metavar="NEW", help="new gallery file (default OLD.<MODEL>.db; must not exist)")
+    migrate.add_argument("--re-embed", action="store_true",
+                         help="embed the recorded photos again with MODEL where all of an identity's are readable")
+    migrate.add_argument("--json", action="store_true", help="print a JSON report")
+    add_pipeline_options(migrate, detection_only=True)  # the re-embedding pipeline: MODEL's default crop
 
 
 def _add_action(actions: argparse._SubParsersAction, name: str, handler, help: str,
@@ -163,4 +177,21 @@ def run_import(args: argparse.Namespace) -> int:
         result = gallery.import_file(loaded, on_conflict=args.on_conflict)
     print(f"imported {result.identities} identities from {args.source}: {result.added} embeddings added, "
           f"{result.duplicates} duplicates skipped (already in the gallery)")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from ..compat import load_map
+    from ..gallery.migrate import migrate_gallery
+
+    compat_map = load_map(args.map) if args.map else None
+    pipeline = pipeline_from_args(args, model=args.target) if args.re_embed else None
+    result = migrate_gallery(args.gallery, args.out, args.target, compat_map=compat_map, pipeline=pipeline)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"migrated {result.identities} identities ({result.embeddings} embeddings) from {result.source} "
+          f"to {result.path}: model {result.model}")
+    print(f"# {result.re_embedded} re-embedded from their photos, {result.mapped} through map {result.map or '-'}"
+          + (f", {result.skipped} photos skipped (no face)" if result.skipped else ""))
     return 0

@@ -3,6 +3,11 @@
 The search options are checked when the arguments are parsed (exit 2, before any
 model or gallery is loaded): ``--top`` a positive whole number, ``--far`` strictly
 between 0 and 1, ``--threshold`` a squared distance between unit embeddings, 0 to 4.
+
+A gallery of another model than ``--model`` is searched through a stored compatibility map
+when one joins the two (:meth:`facespace.gallery.Identifier.for_pipeline` with ``allow_map``),
+and the output says which; the threshold is then the pipeline model's calibrated one (an
+approximation for mapped vectors; ``--threshold`` overrides). Without a map it is refused.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
 def identifier_from_args(args: argparse.Namespace, gallery, pipeline):
     from ..gallery import Identifier
 
-    return Identifier.for_pipeline(gallery, pipeline, threshold=args.threshold, far=args.far, index=args.index)
+    return Identifier.for_pipeline(gallery, pipeline, threshold=args.threshold, far=args.far, index=args.index,
+                                   allow_map=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +65,9 @@ def run_identify(args: argparse.Namespace) -> int:
     with open_gallery(args.gallery, mode="read") as gallery:
         pipeline = pipeline_for_gallery(args, gallery)
         identifier = identifier_from_args(args, gallery, pipeline)
+        if identifier.map_name and not args.json:
+            print(f"# gallery of {gallery.model} searched through map {identifier.map_name}")
+    mapped = {"map": identifier.map_name} if identifier.map_name else {}
     failures = 0
     for result in pipeline.iter_embed_images(args.images, on_error="report"):
         if not result.ok:
@@ -67,7 +76,7 @@ def run_identify(args: argparse.Namespace) -> int:
             continue
         found = identifier.search([f.embedding for f in result.faces], k=args.top) if result.faces else []
         if args.json:
-            print(json.dumps({"image": result.source, "faces": [
+            print(json.dumps({"image": result.source, **mapped, "faces": [
                 {**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(result.faces, found)]}))
             continue
         if not result.faces:

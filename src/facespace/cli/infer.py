@@ -13,8 +13,12 @@ import numpy as np
 from ..errors import FacespaceError
 from ..files import atomic_write_bytes
 from ..imageio import describe
+from ..quantized import INT8_CODES, quantize_int8
 from .common import (add_pipeline_options, add_quiet_option, check_output, output_file, pipeline_from_args,
                      threshold_type)
+
+#: What ``embed --quantize`` may store instead of float32 embeddings.
+QUANTIZATIONS: tuple[str, ...] = ("int8",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     embed = sub.add_parser("embed", help="embed every face of images into a file")
     embed.add_argument("images", nargs="+", metavar="IMG")
     embed.add_argument("--out", required=True, metavar="FILE", help="output: .npz (NumPy) or .jsonl (JSON lines)")
+    embed.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                       help="store int8 codes (one byte a dimension; facespace.quantized.dequantize_int8 "
+                            "reads them back) instead of float32")
     add_quiet_option(embed)
     add_pipeline_options(embed)
     embed.set_defaults(handler=run_embed)
@@ -124,22 +131,32 @@ def run_embed(args: argparse.Namespace) -> int:
         for index, face in enumerate(result.faces):
             rows.append((result.source, index, face))
     meta = {"model": pipeline.model_name, "preprocessing": pipeline.preprocessing}
+    if args.quantize:
+        meta.update(quantization=args.quantize, codes=INT8_CODES)
+    vectors = _stored_vectors(rows, pipeline.embedder.dim, args.quantize)
     with output_file(out) as tmp:
         if out.suffix == ".npz":
-            _write_npz(tmp, rows, meta, pipeline.embedder.dim)
+            _write_npz(tmp, rows, meta, vectors)
         else:
             with open(tmp, "w", encoding="utf-8") as handle:
-                for source, index, face in rows:
-                    handle.write(json.dumps({"source": source, "face_index": index, **meta, **face.to_dict()}) + "\n")
+                for (source, index, face), vector in zip(rows, vectors):
+                    handle.write(json.dumps({"source": source, "face_index": index, **meta, **face.to_dict(),
+                                             "embedding": vector.tolist()}) + "\n")
     print(f"wrote {len(rows)} embedding(s) of {len(results) - failures} image(s) to {describe(out)}",
           file=sys.stderr)
     return 1 if failures else 0
 
 
-def _write_npz(path: Path, rows: list, meta: dict, dim: int) -> None:
+def _stored_vectors(rows: list, dim: int, quantize: str | None) -> np.ndarray:
+    """The embeddings as written: float32, or int8 codes with ``quantize="int8"``."""
+    vectors = np.stack([f.embedding for *_, f in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return quantize_int8(vectors) if quantize == "int8" else vectors
+
+
+def _write_npz(path: Path, rows: list, meta: dict, vectors: np.ndarray) -> None:
     np.savez(
         path,
-        embeddings=np.stack([f.embedding for *_, f in rows]) if rows else np.zeros((0, dim), np.float32),
+        embeddings=vectors,
         sources=np.array([s for s, *_ in rows], dtype=str),
         face_index=np.array([i for _, i, _ in rows], dtype=np.int32),
         boxes=np.array([f.face.box for *_, f in rows], dtype=np.float32).reshape(-1, 4),

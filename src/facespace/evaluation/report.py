@@ -20,9 +20,23 @@ from ..files import atomic_path, atomic_write_bytes
 from .cache import EmbeddingSet, embed_paths
 from .pairs import PairSet
 from .protocol import PairsReport, evaluate_pairs
-from .scoring import ScoringRule, scored_distances
+from .scoring import ScoringRule, pair_vectors, scored_distances, vector_distances
 
-__all__ = ["EvaluationResult", "machine_info", "plot_roc", "run_pairs", "write_report"]
+__all__ = ["CROSS_ORDERS", "CrossModelResult", "EvaluationResult", "machine_info", "plot_roc", "run_cross_pairs",
+           "run_pairs", "write_report"]
+
+#: The two orders of a cross-model evaluation: which model embeds a pair's first image.
+CROSS_ORDERS: tuple[str, ...] = ("old_first", "new_first")
+
+
+def _missed_pairs(embeddings: EmbeddingSet, pairs: PairSet) -> int:
+    """Pairs with at least one image whose face the detector missed."""
+    ok = dict(zip(embeddings.paths, embeddings.detected))
+    return int(sum(not (ok[a] and ok[b]) for a, b in zip(pairs.first, pairs.second)))
+
+
+def _pairs_info(pairs: PairSet) -> dict:
+    return {"file": pairs.source, "n": len(pairs), "folds": pairs.n_folds, "folds_origin": pairs.folds_origin}
 
 
 @dataclass
@@ -40,18 +54,14 @@ class EvaluationResult:
     @property
     def missed_pairs(self) -> int:
         """Pairs with at least one image whose face the detector missed."""
-        if not self.embeddings.detection_used:
-            return 0
-        ok = dict(zip(self.embeddings.paths, self.embeddings.detected))
-        return int(sum(not (ok[a] and ok[b]) for a, b in zip(self.pairs.first, self.pairs.second)))
+        return _missed_pairs(self.embeddings, self.pairs) if self.embeddings.detection_used else 0
 
     def to_dict(self, include_roc: bool = False) -> dict:
         emb = self.embeddings
         missed = emb.missed
         return {
             **self.info,
-            "pairs": {"file": self.pairs.source, "n": len(self.pairs), "folds": self.pairs.n_folds,
-                      "folds_origin": self.pairs.folds_origin},
+            "pairs": _pairs_info(self.pairs),
             "preprocessing": emb.preprocessing,
             "scoring": self.scoring.to_dict(),
             "images": len(emb),
@@ -63,6 +73,16 @@ class EvaluationResult:
             "embedding_stats": emb.stats,
             "metrics": self.report.to_dict(include_roc=include_roc),
         }
+
+    @property
+    def far_target(self) -> float:
+        return self.report.far_target
+
+    def roc_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``label: (fpr, tpr)`` of the ROC plot."""
+        roc = self.report.roc
+        label = f"{self.info.get('model')} {self.embeddings.preprocessing.get('align')}"
+        return {} if roc is None else {label: (roc.fpr, roc.tpr)}
 
     def summary(self) -> str:
         emb = self.embeddings
@@ -105,6 +125,103 @@ def run_pairs(
     return EvaluationResult(report=report, pairs=pairs, embeddings=embeddings, distances=distances,
                             wall_s=wall, scoring=scoring,
                             info={"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id})
+
+
+@dataclass
+class CrossModelResult:
+    """Two models' embeddings in a compatibility map's common space, each pair scored in both orders:
+    ``old_first`` (first image by ``against``, second by ``model``) and ``new_first`` (the reverse)."""
+
+    reports: dict[str, PairsReport]
+    pairs: PairSet
+    embeddings: dict[str, EmbeddingSet]  # by model name
+    model: str
+    against: str
+    compat: dict  # name, kind, source, target, space_id, fingerprint
+    wall_s: float
+    scoring: ScoringRule = ScoringRule()
+
+    @property
+    def far_target(self) -> float:
+        return self.reports[CROSS_ORDERS[0]].far_target
+
+    @property
+    def mean(self) -> dict:
+        """Accuracy, VAL, AUC, EER and thresholds averaged over the two orders."""
+        keys = ("accuracy", "val", "far", "auc", "eer", "threshold", "eer_threshold")
+        return {k: float(np.mean([getattr(r, k) for r in self.reports.values()])) for k in keys}
+
+    def order_models(self, order: str) -> tuple[str, str]:
+        """(first image's model, second image's model) of ``order``."""
+        return (self.against, self.model) if order == "old_first" else (self.model, self.against)
+
+    def to_dict(self, include_roc: bool = False) -> dict:
+        orders = {}
+        for order, report in self.reports.items():
+            first, second = self.order_models(order)
+            orders[order] = {"first": first, "second": second, "metrics": report.to_dict(include_roc=include_roc)}
+        sets = self.embeddings
+        return {
+            "model": self.model, "against": self.against,
+            "pairs": _pairs_info(self.pairs),
+            "preprocessing": {m: e.preprocessing for m, e in sets.items()},
+            "scoring": self.scoring.to_dict(),
+            "images": len(next(iter(sets.values()))),
+            "missed_detections": {m: len(e.missed) if e.detection_used else None for m, e in sets.items()},
+            "pairs_with_missed_detection": {m: _missed_pairs(e, self.pairs) if e.detection_used else None
+                                            for m, e in sets.items()},
+            "wall_s": round(self.wall_s, 3),
+            "embedding_stats": {m: e.stats for m, e in sets.items()},
+            "cross_model": {"model": self.model, "against": self.against, "map": self.compat,
+                            "orders": orders, "mean": self.mean},
+        }
+
+    def roc_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {f"{' / '.join(self.order_models(o))} ({o.replace('_', ' ')})": (r.roc.fpr, r.roc.tpr)
+                for o, r in self.reports.items() if r.roc is not None}
+
+    def summary(self) -> str:
+        lines = [f"cross-model {self.model} vs {self.against} through map {self.compat['name']}: "
+                 f"{len(self.pairs)} pairs, {self.pairs.n_folds} folds"]
+        for order, report in self.reports.items():
+            first, second = self.order_models(order)
+            lines.append(f"  {order} ({first} | {second}): {report.summary()}")
+        m = self.mean
+        lines.append(f"  mean of both orders: accuracy {100 * m['accuracy']:.2f}%, VAL {100 * m['val']:.2f}% "
+                     f"@ FAR={self.far_target:g}, AUC {m['auc']:.4f} (threshold {m['threshold']:.4f})")
+        lines.append(f"  {self.wall_s:.1f} s")
+        return "\n".join(lines)
+
+
+def _map_info(compat) -> dict:
+    return {"name": compat.name, "kind": compat.kind, "source": compat.source, "target": compat.target,
+            "space_id": compat.space_id, "fingerprint": compat.fingerprint}
+
+
+def run_cross_pairs(pipeline, against, compat, pairs: PairSet, far_target: float = 1e-3, progress: bool = True,
+                    cache: bool = True, cache_root: str | os.PathLike | None = None,
+                    scoring: ScoringRule = ScoringRule()) -> CrossModelResult:
+    """Embed every image of ``pairs`` with ``pipeline`` (the new model) and ``against`` (the old one),
+    take both into ``compat``'s common space and run the fold protocol in both orders."""
+    if scoring.flip == "concat":
+        raise ValueError("the concat flip rule has no meaning in a compatibility map's common space")
+    start = time.perf_counter()
+    sets, sides = {}, {}
+    for pipe in (against, pipeline):
+        emb = embed_paths(pipe, pairs.paths(), progress=progress, cache=cache, cache_root=cache_root)
+        first, second = pair_vectors(emb, pairs)
+        sides[pipe.model_name] = [compat.to_common(v, pipe.model_name, pipe.preprocessing_id)
+                                  for v in (first, second)]
+        sets[pipe.model_name] = emb
+    old, new = sides[against.model_name], sides[pipeline.model_name]
+    reports = {}
+    for order, (a, b) in zip(CROSS_ORDERS, ((old[0], new[1]), (new[0], old[1]))):
+        distances, fold_distances = vector_distances(a, b, pairs.folds, scoring.subtract_mean)
+        reports[order] = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target,
+                                        fold_distances=fold_distances)
+    return CrossModelResult(reports=reports, pairs=pairs, embeddings=sets, model=pipeline.model_name,
+                            against=against.model_name, compat=_map_info(compat),
+                            wall_s=time.perf_counter() - start, scoring=scoring)
 
 
 def machine_info() -> dict:
@@ -186,7 +303,7 @@ def plot_roc(
     return path
 
 
-def write_report(result: EvaluationResult, out_dir: str | os.PathLike, name: str = "report") -> dict[str, Path]:
+def write_report(result: "EvaluationResult | CrossModelResult", out_dir: str | os.PathLike, name: str = "report") -> dict[str, Path]:
     """Write ``<name>.json`` (with ``machine``) and ``<name>_roc.png`` into ``out_dir``, each
     atomically (a failure leaves an earlier report whole)."""
     out = Path(out_dir)
@@ -194,11 +311,10 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, name: str
     data = result.to_dict(include_roc=False)
     data["machine"] = machine_info()
     written: dict[str, Path] = {}
-    roc = result.report.roc
-    if roc is not None:
-        label = f"{data.get('model')} {result.embeddings.preprocessing.get('align')}"
-        png = plot_roc(out / f"{name}_roc.png", {label: (roc.fpr, roc.tpr)},
-                       title=f"ROC on {Path(result.pairs.source).name}", far_target=result.report.far_target)
+    curves = result.roc_curves()
+    if curves:
+        png = plot_roc(out / f"{name}_roc.png", curves, title=f"ROC on {Path(result.pairs.source).name}",
+                       far_target=result.far_target)
         if png is not None:
             written["roc"] = png
         else:

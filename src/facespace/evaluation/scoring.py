@@ -31,7 +31,7 @@ from ..errors import check_choice
 from .cache import EmbeddingSet
 from .pairs import PairSet
 
-__all__ = ["FLIP_RULES", "ScoringRule", "pair_distances", "pair_vectors", "scored_distances"]
+__all__ = ["FLIP_RULES", "ScoringRule", "pair_distances", "pair_vectors", "scored_distances", "vector_distances"]
 
 #: How the plain and mirrored views of an image are combined.
 #: With flip on: average the two views' unit embeddings (what the library does) or concatenate them.
@@ -91,9 +91,16 @@ def scored_distances(embeddings: EmbeddingSet, pairs: PairSet, rule: ScoringRule
     every pair's distance with the mean of the images outside fold ``k``.
     """
     a, b = pair_vectors(embeddings, pairs, rule)
-    if not rule.subtract_mean:
+    return vector_distances(a, b, pairs.folds, rule.subtract_mean)
+
+
+def vector_distances(a: np.ndarray, b: np.ndarray, folds, subtract_mean: bool = False):
+    """``(distances, fold_distances)`` of the pairs ``(a[i], b[i])``, already one vector per image
+    (e.g. two models' embeddings in a compatibility map's common space); see :func:`scored_distances`."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not subtract_mean:
         return squared_distance(a, b).astype(np.float64), None
-    folds = np.asarray(pairs.folds)
+    folds = np.asarray(folds)
     everything = _centred_distances(a, b, np.concatenate([a, b]).mean(axis=0))
     per_fold = []
     for k in np.unique(folds):

@@ -23,6 +23,7 @@ from ..comparison import distances_from_similarity
 from ..errors import FacespaceError, ModelMismatchError, check_choice
 
 if TYPE_CHECKING:
+    from ..compat import CompatMap
     from .records import GalleryMatrix
     from .store import Gallery
 
@@ -261,9 +262,11 @@ class Identifier:
     def __init__(self, names: Sequence[str], labels: np.ndarray, vectors: np.ndarray,
                  calibration: Calibration, threshold: float | None = None, far: float | None = 0.01,
                  index: IndexKind = "auto", aggregate: Aggregate = "nearest", *, model: str | None = None,
-                 preprocessing_id: str | None = None, **index_options) -> None:
+                 preprocessing_id: str | None = None, compat_map: "CompatMap | None" = None,
+                 **index_options) -> None:
         check_choice(aggregate, Aggregate, "aggregate")
         self.names = list(names)
+        self.compat_map = compat_map  # probes go through its apply_target (gallery vectors already mapped)
         self.model, self.preprocessing_id = model, preprocessing_id
         labels = np.asarray(labels, dtype=np.int64)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -299,11 +302,41 @@ class Identifier:
                                preprocessing_id=gallery.preprocessing_id, **kwargs)
 
     @classmethod
-    def for_pipeline(cls, gallery: "Gallery", pipeline, **kwargs) -> "Identifier":
-        """Search ``gallery`` with faces embedded by ``pipeline`` (refused if they do not match)."""
+    def for_pipeline(cls, gallery: "Gallery", pipeline, *, allow_map: bool = False, **kwargs) -> "Identifier":
+        """Search ``gallery`` with faces embedded by ``pipeline`` (refused if they do not match).
+
+        ``allow_map``: a gallery of another model is searched through the stored compatibility map
+        :func:`facespace.compat.find_map` gives for (gallery model, pipeline model), when there is one
+        (see :meth:`through_map`); without a map it is refused all the same.
+        """
+        if allow_map and gallery.model is not None and (gallery.model, gallery.preprocessing_id) != (
+                pipeline.model_name, pipeline.preprocessing_id):
+            compat = map_for(gallery, pipeline)
+            if compat is not None:
+                return cls.through_map(gallery, pipeline, compat, **kwargs)
         gallery.check_pipeline(pipeline)
         kwargs.setdefault("calibration", Calibration.load(pipeline.model_name, threshold=pipeline.threshold))
         return cls.from_gallery(gallery, **kwargs)
+
+    @classmethod
+    def through_map(cls, gallery: "Gallery", pipeline, compat_map: "CompatMap", **kwargs) -> "Identifier":
+        """Search ``gallery`` (the map's source model) with ``pipeline``'s faces (its target model) in
+        the map's common space: gallery vectors through ``apply``, probes through ``apply_target``.
+
+        The threshold and probabilities are the pipeline model's calibrated ones (``threshold=``
+        overrides): an approximation, since mapped vectors lie a little off the space they were
+        calibrated in."""
+        compat_map.check(gallery.model, gallery.preprocessing_id)
+        compat_map.check(pipeline.model_name, pipeline.preprocessing_id)
+        kwargs.setdefault("calibration", Calibration.load(pipeline.model_name, threshold=pipeline.threshold))
+        matrix = gallery.matrix()
+        return cls(matrix.names, matrix.labels, compat_map.apply(matrix.vectors), model=gallery.model,
+                   preprocessing_id=compat_map.space_id, compat_map=compat_map, **kwargs)
+
+    @property
+    def map_name(self) -> str | None:
+        """The compatibility map searches go through (None: none, same model)."""
+        return None if self.compat_map is None else self.compat_map.name
 
     def __len__(self) -> int:
         return len(self.names)
@@ -311,6 +344,8 @@ class Identifier:
     def search(self, queries: np.ndarray, k: int = 5) -> list[Identification]:
         """Top-``k`` identities for each (D,) or (Q, D) query embedding."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if self.compat_map is not None:
+            queries = self.compat_map.apply_target(queries)
         if queries.shape[1] != self.dim:
             raise ModelMismatchError(f"probe embeddings have {queries.shape[1]} values but the gallery's "
                                      f"have {self.dim}; they come from different models")
@@ -362,6 +397,17 @@ class Identifier:
                 if j == k:
                     break
         return d_out, l_out
+
+
+def map_for(gallery: "Gallery", pipeline) -> "CompatMap | None":
+    """The stored map from the gallery's embeddings to ``pipeline``'s (models and preprocessing ids), or None."""
+    from ..compat import CompatMapError, find_map
+
+    try:
+        return find_map(gallery.model, pipeline.model_name, source_preprocessing=gallery.preprocessing_id,
+                        target_preprocessing=pipeline.preprocessing_id)
+    except CompatMapError:
+        return None
 
 
 def _centroids(labels: np.ndarray, vectors: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:

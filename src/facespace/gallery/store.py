@@ -268,6 +268,15 @@ class Gallery:
         return (np.stack([np.frombuffer(v, dtype="<f4") for v, _ in rows]).astype(np.float32)
                 if rows else np.zeros((0, self.dim or 0), np.float32)), [s for _, s in rows]
 
+    def embedding_rows(self, name: str) -> EmbeddingBatch:
+        """An identity's embeddings with their sources and content hashes (what a copy needs)."""
+        info = self.get(name)
+        column = "content_hash" if self._schema >= 2 else "NULL"
+        rows = self._conn.execute(f"SELECT vector, source, {column} FROM embeddings WHERE identity_id=? "
+                                  "ORDER BY id", (info.id,)).fetchall()
+        vectors = np.stack([np.frombuffer(v, dtype="<f4") for v, _, _ in rows]).astype(np.float32)
+        return EmbeddingBatch.of(vectors, [s for _, s, _ in rows], [h for _, _, h in rows])
+
     def rename(self, old: str, new: str) -> None:
         check_name(new)
         with self.transaction() as cur:

@@ -32,7 +32,8 @@ def identify_router(max_top: int) -> APIRouter:
             identifier = state.identifier(threshold)
             faces = state.run(lambda p: p.embed(array))
         found = identifier.search(np.stack([f.embedding for f in faces]), k=top) if faces else []
-        return {"width": array.shape[1], "height": array.shape[0], "threshold": identifier.threshold,
+        mapped = {"map": identifier.map_name} if identifier.map_name else {}  # a gallery of another model
+        return {"width": array.shape[1], "height": array.shape[0], "threshold": identifier.threshold, **mapped,
                 "faces": [{**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(faces, found)]}
 
     return identify_only

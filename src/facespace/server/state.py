@@ -104,5 +104,6 @@ class ServerState:
             key = (g.generation, threshold)
             if key not in self._identifiers:
                 self._identifiers = {key: Identifier.for_pipeline(g, self.pipeline(), threshold=threshold,
-                                                                  far=self._far, index=self._index)}
+                                                                  far=self._far, index=self._index,
+                                                                  allow_map=True)}
             return self._identifiers[key]
