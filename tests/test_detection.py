@@ -284,3 +284,35 @@ def test_mtcnn_parameter_checks_and_pyramid():
     # Shorter side 100 at scales 12/24 = 0.5, 0.25, 0.125 -> 50, 25, 12.5 (then 6.25 < 12).
     assert det.scales(100, 300) == [0.5, 0.25, 0.125]
     assert det.scales(23, 500) == []  # 23 * 0.5 < 12
+
+
+def test_large_image_detected_at_working_size_maps_back_per_axis(detector):
+    """An image over the working size is detected on a downscaled copy; boxes and landmarks come
+    back in the full image's pixels, each axis by its own ratio (an odd-shaped canvas makes the
+    two ratios differ), matching a detection of the face on its own."""
+    face = _load_rgb(DATA / "lfw" / "lfw-deepfunneled" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
+    big = np.kron(face, np.ones((4, 4, 1), np.uint8))  # 1000 x 1000, one face
+    canvas = np.full((2203, 4001, 3), 128, np.uint8)  # 8.8 MP > 2048 x 2048
+    y, x = 700, 1900
+    canvas[y:y + 1000, x:x + 1000] = big
+    assert detector.max_pixels is not None and canvas.shape[0] * canvas.shape[1] > detector.max_pixels
+    found = detector.detect([canvas])[0]
+    alone = detector.detect([face])[0]
+    assert len(found) == 1 and len(alone) == 1
+    expected_box = alone.boxes[0] * 4 + np.array([x, y, x, y])
+    expected_marks = alone.landmarks[0] * 4 + np.array([x, y])
+    assert np.abs(found.boxes[0] - expected_box).max() < 25  # a few pixels at the copy's scale (x2)
+    assert np.abs(found.landmarks[0] - expected_marks).max() < 25
+
+
+@pytest.mark.parametrize("height, width", [(40, 5000), (2203, 4001), (101, 7)])
+def test_working_size_stays_within_the_budget_and_maps_each_axis(detector, height, width):
+    from facespace.detection.mtcnn import MTCNN
+
+    small = MTCNN(detector.pnet, detector.rnet, detector.onet, max_pixels=576)
+    w, h = small._working_size((height, width, 3))
+    assert w * h <= 576 and w >= 1 and h >= 1
+    whole = Detections(boxes=[[0, 0, w, h]], scores=[1.0], landmarks=[[[w, h]] * 5])
+    mapped = whole.scaled(width / w, height / h)
+    np.testing.assert_allclose(mapped.boxes[0], [0, 0, width, height], rtol=1e-5)
+    np.testing.assert_allclose(mapped.landmarks[0, 0], [width, height], rtol=1e-5)

@@ -431,3 +431,42 @@ def test_enrolment_on_a_full_disk_is_one_clear_error_and_the_gallery_intact(tmp_
         assert all(i.embeddings == expected[i.name] for i in infos)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_migrated_gallery_does_not_take_the_same_photo_twice(tmp_path):
+    """Migrated rows are keyed by their vectors, a new enrolment by the photo's hash: the same photo
+    (the same vector) enrolled again after the upgrade is still a duplicate."""
+    from facespace.gallery.records import content_hash
+
+    path = tmp_path / "v1.db"
+    vectors = v1_gallery(path)
+    with Gallery(path, mode="write") as gallery:
+        before = gallery.get("ann").embeddings
+        stored = gallery.store_embeddings("ann", vectors[0:1], ["a.jpg"], model=MODEL["model"],
+                                          preprocessing_id=MODEL["preprocessing_id"],
+                                          hashes=[content_hash(b"the bytes of a.jpg")])
+        assert (stored.added, stored.duplicates) == (0, 1)
+        assert gallery.get("ann").embeddings == before and gallery.integrity_check() == []
+
+
+@pytest.mark.parametrize("shape", ["wal", "meta-only"])
+def test_foreign_databases_keep_their_journal_and_get_no_side_files(tmp_path, shape):
+    """A foreign WAL database got -wal/-shm files from the refusing probe; one with a facespace-like
+    meta table had its journal switched to WAL before the refusal."""
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    if shape == "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    else:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('schema', '1')")
+    conn.commit()
+    conn.close()
+    journal = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True).execute("PRAGMA journal_mode").fetchone()
+    before = fingerprint(path), sorted(p.name for p in tmp_path.iterdir())
+    for mode in ("read", "write", "create"):
+        with pytest.raises(GalleryError, match="not a facespace gallery"):
+            Gallery(path, mode=mode)
+    assert (fingerprint(path), sorted(p.name for p in tmp_path.iterdir())) == before
+    assert sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True).execute("PRAGMA journal_mode").fetchone() == journal

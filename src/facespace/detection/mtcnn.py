@@ -130,19 +130,23 @@ class MTCNN:
         arrays = [_check_image(image, i) for i, image in enumerate(images)]
         if not arrays:
             return []
-        shrink = [self._working_scale(a.shape) for a in arrays]
-        arrays = [a if s == 1 else _resize(a, s) for a, s in zip(arrays, shrink)]
-        boxes, groups = self._stage_pnet(arrays)
-        boxes, groups = self._stage_rnet(arrays, boxes, groups)
-        found = self._stage_onet(arrays, boxes, groups)
-        return [d if s == 1 else d.scaled(1 / s) for d, s in zip(found, shrink)]
+        sizes = [self._working_size(a.shape) for a in arrays]
+        small = [a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+                 for a, size in zip(arrays, sizes)]
+        boxes, groups = self._stage_pnet(small)
+        boxes, groups = self._stage_rnet(small, boxes, groups)
+        found = self._stage_onet(small, boxes, groups)
+        return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
+                for d, a, size in zip(found, arrays, sizes)]
 
-    def _working_scale(self, shape: Sequence[int]) -> float:
-        """1, or the factor that brings an image down to ``max_pixels``."""
-        pixels = shape[0] * shape[1]
-        if self.max_pixels is None or pixels <= self.max_pixels:
-            return 1.0
-        return math.sqrt(self.max_pixels / pixels)
+    def _working_size(self, shape: Sequence[int]) -> tuple[int, int] | None:
+        """None, or the (width, height) within ``max_pixels`` that an image is detected at; each side is
+        mapped back by its own ratio, so rounding a side never shifts the boxes."""
+        height, width = shape[:2]
+        if self.max_pixels is None or height * width <= self.max_pixels:
+            return None
+        scale = math.sqrt(self.max_pixels / (height * width))
+        return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
     def __repr__(self) -> str:
         return (f"MTCNN(min_face_size={self.min_face_size:g}, thresholds={self.thresholds}, "

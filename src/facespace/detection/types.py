@@ -62,9 +62,12 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls()
 
-    def scaled(self, factor: float) -> "Detections":
-        """The same detections in the pixels of an image ``factor`` times as large."""
-        return Detections(self.boxes * factor, self.scores, self.landmarks * factor)
+    def scaled(self, sx: float, sy: float | None = None) -> "Detections":
+        """The same detections in the pixels of an image ``sx`` times as wide and ``sy`` (default
+        ``sx``) times as tall."""
+        sy = sx if sy is None else sy
+        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32), self.scores,
+                          self.landmarks * np.array([sx, sy], np.float32))
 
 
 class Detector(Protocol):

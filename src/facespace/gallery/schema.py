@@ -115,23 +115,43 @@ def _gallery_version(path: Path, timeout: float) -> int:
     if head != _SQLITE_MAGIC:
         raise GalleryError(f"{path} is not a facespace gallery ("
                            + ("an empty file)" if not head else "not an SQLite database)"))
+    sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+    existed = [side.exists() for side in sides]
     try:
-        conn = _connect(path, "ro", timeout)
-        try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
-        finally:
-            conn.close()
+        tables, row = _probe(path, timeout)
     except sqlite3.Error as exc:
+        _remove_new_sides(sides, existed)
         raise GalleryError(f"{path} is not a facespace gallery ({exc})") from exc
-    if row is None or not str(row[0]).isdigit():
+    if row is None or not str(row[0]).isdigit() or not _GALLERY_TABLES <= tables:
+        _remove_new_sides(sides, existed)  # a WAL database's read-only probe makes them: leave no trace
         raise GalleryError(f"{path} is not a facespace gallery (an SQLite database without facespace's "
-                           "schema record)")
+                           "schema record and tables)")
     version = int(row[0])
     if version > SCHEMA_VERSION:
         raise GalleryError(f"{path}: gallery schema {version} is newer than this facespace understands "
                            f"({SCHEMA_VERSION}); upgrade facespace")
     return version
+
+
+_GALLERY_TABLES = frozenset({"meta", "identities", "embeddings"})
+
+
+def _probe(path: Path, timeout: float) -> tuple[set[str], tuple | None]:
+    """(table names, the schema row or None) read through a read-only connection."""
+    conn = _connect(path, "ro", timeout)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+    finally:
+        conn.close()
+    return tables, row
+
+
+def _remove_new_sides(sides: list[Path], existed: list[bool]) -> None:
+    """Delete the -wal/-shm files our probe created beside a file we refuse (no one else uses them)."""
+    for side, was_there in zip(sides, existed):
+        if not was_there:
+            side.unlink(missing_ok=True)
 
 
 def _create(path: Path, timeout: float) -> None:

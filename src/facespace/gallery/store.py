@@ -210,9 +210,13 @@ class Gallery:
             identity = row[0]
             if replace:
                 cur.execute("DELETE FROM embeddings WHERE identity_id=?", (identity,))
+        # A row whose exact vector the identity already holds is a duplicate too: rows migrated from
+        # schema 1 are keyed by their vectors, a re-enrolment of the same photo by the file's hash.
+        rows = [r for r in batch.rows(identity, now)
+                if cur.execute("SELECT 1 FROM embeddings WHERE identity_id=? AND vector=?", r[:2]).fetchone() is None]
         cur.executemany("INSERT OR IGNORE INTO embeddings (identity_id, vector, dim, source, created, content_hash) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", batch.rows(identity, now))
-        added = max(cur.rowcount, 0)
+                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        added = max(cur.rowcount, 0) if rows else 0
         return Stored(identity=identity, added=added, duplicates=len(batch.vectors) - added)
 
     def enroll_images(

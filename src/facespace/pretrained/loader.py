@@ -214,7 +214,7 @@ def _load_fused(config: PretrainedConfig) -> nn.Module | None:
     with torch.device("meta"):
         network = fuse_for_inference(build_embedder(config))
     _fit(network, state, config, assign=True)
-    return network
+    return network.requires_grad_(False)  # as a freshly folded network: for inference only
 
 
 def _fit(network: nn.Module, state: dict[str, torch.Tensor], config: PretrainedConfig, assign: bool) -> None:
