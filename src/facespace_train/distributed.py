@@ -107,6 +107,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(wait: bool = False) -> None:
+    """Leave the process group. ``wait`` (after a normal finish): every rank waits for the others
+    first, as gloo aborts a process whose peer tears down mid-way ("terminate called without an
+    active exception"); after an error nobody waits, so a failed rank cannot hang the rest."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

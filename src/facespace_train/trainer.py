@@ -439,6 +439,9 @@ def train(cfg: TrainConfig) -> dict:
     """Run a whole training job described by ``cfg``; returns a summary dict."""
     trainer = Trainer(cfg)
     try:
-        return trainer.train()
-    finally:
+        summary = trainer.train()
+    except BaseException:
         dist_utils.cleanup()
+        raise
+    dist_utils.cleanup(wait=True)
+    return summary

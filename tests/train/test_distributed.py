@@ -45,6 +45,7 @@ def worker(rank, world, port, out_dir, strategy):
         torch.save({"triplets": sorted(out.triplets.as_set()), "loss": out.loss.item(),
                     "grad": [p.grad.clone() for p in net.module.parameters()]},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done before the group goes: gloo aborts if a peer vanishes mid-teardown
     finally:
         dist.destroy_process_group()
 
