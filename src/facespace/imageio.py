@@ -104,15 +104,20 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
         raise ImageLoadError(f"{name}: image has no pixels ({width}x{height})")
 
 
-def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
+def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of encoded image ``data`` from its header alone, refused as :func:`load_image`
+    would refuse it (not an image, over ``max_pixels``); the pixel data is not read (a service can
+    check uploads cheaply and leave the decoding to a batch)."""
+    with _open_checked(io.BytesIO(data), name or describe(data), max_pixels) as image:
+        return image.size
+
+
+def _open_checked(handle, name: str, max_pixels: int) -> Image.Image:
+    """The image opened (its header read) and within ``max_pixels``; every failure an ImageLoadError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(handle)
-            _check_size(image.size, max_pixels, name)
-            image.load()
-    except ImageLoadError:
-        raise
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (left as the application set it) fires at open, before our check.
         size = _header_size(handle)
@@ -121,6 +126,18 @@ def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
         raise ImageTooLargeError(f"{name}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name}: not an image or an unsupported format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from exc
+    _check_size(image.size, max_pixels, name)
+    return image
+
+
+def _decode(handle, name: str, max_pixels: int) -> np.ndarray:
+    image = _open_checked(handle, name, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({exc})") from exc
     return _pil_to_rgb(image, owned=True)

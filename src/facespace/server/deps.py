@@ -8,13 +8,12 @@ URL (URLs end up in access logs and browser histories).
 from __future__ import annotations
 
 import hmac
-import io
-import warnings
 
 import numpy as np
 from fastapi import Depends, Request, UploadFile
 
-from ..errors import ImageLoadError, ImageTooLargeError
+from ..errors import ImageLoadError
+from ..imageio import image_size
 from .errors import ApiError
 from .state import Limits, ServerState
 
@@ -63,28 +62,6 @@ def load_upload(upload: UploadFile, field: str, limits: Limits) -> np.ndarray:
         raise type(exc)(f"{field} ({upload.filename}): {exc}") from None
 
 
-def header_pixels(data: bytes, name: str, max_pixels: int) -> int:
-    """The pixels ``data`` will decode to, read from its header alone: refused unless it is an image
-    Pillow reads, within ``max_pixels`` (413); its pixel data, which may still be bad, is not read."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..imageio import _check_size
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                size = image.size
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{name}: unreadable image header ({exc})") from None
-    _check_size(size, max_pixels, name)
-    return size[0] * size[1]
-
-
 def read_images(uploads: list[UploadFile], limits: Limits) -> list[bytes]:
     """The ``images`` field's uploads as bytes, for the pipeline to decode chunk by chunk.
 
@@ -97,7 +74,8 @@ def read_images(uploads: list[UploadFile], limits: Limits) -> list[bytes]:
     for i, upload in enumerate(uploads):
         field = f"images[{i}]"
         images.append(read_upload(upload, field, limits))
-        pixels += header_pixels(images[-1], f"{field} ({upload.filename})", limits.max_pixels)
+        width, height = image_size(images[-1], limits.max_pixels, f"{field} ({upload.filename})")
+        pixels += width * height
     if pixels > limits.max_request_pixels:
         raise ApiError(413, "too_many_pixels", f"the images hold {pixels:,} pixels in all, over the limit of "
                                                f"{limits.max_request_pixels:,} per request")
