@@ -3,8 +3,9 @@
 Old model: facenet-casia-512 (512-D, its registered ``margin`` crop); new model:
 facenet-msceleb-128 (128-D, ``align``). ``--fit`` first fits every compatibility
 map on celeba-299 (6,283 images, 299 identities; never LFW) from paired
-embeddings of the same images by both models, and stores them in
-``src/facespace/data/compat`` (``facespace.compat``):
+embeddings of the same images by both models (``facespace_train.compat_fit``), and stores
+them in the map store (``$FACESPACE_COMPAT_DIR``, default ``$FACESPACE_HOME/compat``;
+``facespace fit-maps DIR`` does the same):
 
 * ``ridge`` (strength by 5-fold cross-validation over identities) and
   ``procrustes`` (PCA of the larger space, then the orthogonal map), old->new and new->old;
@@ -41,147 +42,14 @@ import numpy as np
 
 from _paths import DATA, RESULTS
 from _recognition_common import LFW, lfw_embeddings
-from facespace_train.harmonic import cross_accuracy
+from facespace_train.compat_fit import NEW, OLD, fit_all
 
 if TYPE_CHECKING:
     from facespace.compat import CompatMap
     from facespace.evaluation import PairsReport
-    from facespace_train.harmonic import HarmonicConfig, HarmonicResult, PairSample
 
-OLD, NEW = "facenet-casia-512", "facenet-msceleb-128"
 CELEBA = DATA / "celeba-299" / "faces"
 FAR_VERIFY, FAR_IDENTIFY = 1e-3, 0.01
-FITTED_KINDS = ("ridge", "procrustes")
-GROUPS_ONLY = "not fitted on; only to keep each identity in one cross-validation fold"
-
-
-# -- celeba: the fitting data --------------------------------------------------------------------
-def celeba_embeddings() -> dict:
-    """Paired embeddings of every celeba-299 image by both models (each with its registered crop)."""
-    from facespace import FacePipeline
-    from facespace.evaluation import embed_paths
-
-    paths = sorted(CELEBA.glob("*/*.jpg"))
-    labels = np.array([int(p.parent.name) for p in paths])
-    out = {"paths": paths, "labels": labels}
-    for key, model in (("old", OLD), ("new", NEW)):
-        pipeline = FacePipeline(model=model)
-        found = embed_paths(pipeline, paths)
-        out[key] = np.asarray(found.embeddings, np.float32)
-        out[f"{key}_pre"] = pipeline.preprocessing_id
-        out[f"{key}_missed"] = len(found.missed)
-    return out
-
-
-def _fitted_on(data: dict, rows: np.ndarray, labels: str) -> dict:
-    return {"data": "celeba-299 faces (../shared/data/celeba-299/faces/<id>/*.jpg)", "identity_labels": labels,
-            "images": int(rows.sum()),
-            "identities": int(len(np.unique(data["labels"][rows]))),
-            "missed_detections": {OLD: data["old_missed"], NEW: data["new_missed"]}}
-
-
-def _held_out_score(compat: CompatMap, data: dict, test: np.ndarray, pairs: PairSample) -> float:
-    """Cross-model pair accuracy on held-out identities (mean of both orders)."""
-    old = compat.to_common(data["old"][test], OLD)
-    new = compat.to_common(data["new"][test], NEW)
-    return (cross_accuracy(old, new, pairs) + cross_accuracy(new, old, pairs)) / 2
-
-
-def fit_linear_maps(data: dict, split: tuple[np.ndarray, np.ndarray], pairs: PairSample) -> list[CompatMap]:
-    """Ridge and Procrustes in both directions: scored on held-out identities, then refitted on all."""
-    from facespace.compat import fit_map
-
-    train, test = split
-    everything = np.ones(len(data["labels"]), bool)
-    maps = []
-    for (src, s), (tgt, t) in (((OLD, "old"), (NEW, "new")), ((NEW, "new"), (OLD, "old"))):
-        for kind in FITTED_KINDS:
-            def fit(rows: np.ndarray) -> CompatMap:
-                return fit_map(kind, data[s][rows], data[t][rows], source_model=src, target_model=tgt,
-                               source_preprocessing=data[f"{s}_pre"], target_preprocessing=data[f"{t}_pre"],
-                               groups=data["labels"][rows],
-                               fitted_on=_fitted_on(data, rows, GROUPS_ONLY))
-            score = _held_out_score(fit(train), data, test, pairs)
-            compat = fit(everything)
-            compat.meta["validation"] = _validation(score, train, test, data)
-            maps.append(compat)
-            print(f"{compat.name}: held-out celeba cross accuracy {score:.4f}")
-    return maps
-
-
-def _validation(score: float, train: np.ndarray, test: np.ndarray, data: dict, **extra) -> dict:
-    return {"rank_score": score, "metric": "cross-model pair accuracy (best threshold, mean of both orders) "
-            "on held-out celeba identities, map fitted without them",
-            "held_out_identities": int(len(np.unique(data["labels"][test]))),
-            "held_out_images": int(test.sum()), "fit_images": int(train.sum()), **extra}
-
-
-def _harmonic_run(data: dict, rows: np.ndarray, config: HarmonicConfig,
-                  held_out: np.ndarray | None = None) -> HarmonicResult:
-    """Train head + projection on ``rows`` (projection started from their ridge map); the step kept
-    is chosen on ``held_out`` rows when given."""
-    from facespace.compat import fit_map
-    from facespace_train.harmonic import train_harmonic
-
-    ridge = fit_map("ridge", data["old"][rows], data["new"][rows], source_model=OLD, target_model=NEW,
-                    source_preprocessing=data["old_pre"], target_preprocessing=data["new_pre"],
-                    groups=data["labels"][rows])
-    valid = None if held_out is None else (data["new"][held_out], data["old"][held_out], data["labels"][held_out])
-    return train_harmonic(data["new"][rows], data["old"][rows], data["labels"][rows], config,
-                          projection=(ridge.weight, ridge.bias), held_out=valid)
-
-
-def fit_harmonic_map(data: dict, split: tuple[np.ndarray, np.ndarray], pairs: PairSample,
-                     config: HarmonicConfig | None = None) -> CompatMap:
-    """The harmonic map: the step count chosen on identities inside the training split, the score
-    measured on the held-out split (as for the other maps), the stored map trained on all images."""
-    from dataclasses import asdict, replace
-
-    from facespace_train.harmonic import HarmonicConfig, split_identities, to_compat_map
-
-    config = config or HarmonicConfig()
-    train, test = split
-    inner = np.zeros_like(train)
-    inner[np.flatnonzero(train)] = split_identities(data["labels"][train], held_out=0.2, seed=1)[1]
-    probe = _harmonic_run(data, train & ~inner, config, held_out=inner)
-    kept = next(h for h in probe.validation if h["step"] == probe.kept_step)
-    fixed = replace(config, steps=max(probe.kept_step, 1))
-    scored = _harmonic_run(data, train, fixed)
-    compat_scored = to_compat_map(scored.model, source_model=OLD, target_model=NEW,
-                                  source_preprocessing=data["old_pre"], target_preprocessing=data["new_pre"])
-    score = _held_out_score(compat_scored, data, test, pairs)
-    n_test = compat_scored.apply_target(data["new"][test])
-    new_score = cross_accuracy(n_test, n_test, pairs)
-    final = _harmonic_run(data, np.ones_like(train), fixed)
-    print(f"harmonic: {probe.kept_step} steps kept (inner validation cross {kept['cross_accuracy']:.4f}); held-out "
-          f"cross {score:.4f}, new/new through the head {new_score:.4f}")
-    meta = {"fitted_on": _fitted_on(data, np.ones_like(train), "the triplet loss's positives and negatives"),
-            "params": {**asdict(config), "steps_kept": probe.kept_step, "head": "linear new_dim->new_dim from identity",
-                       "projection": "linear old_dim->new_dim from the ridge map", "loss": "triplet (alpha "
-                       f"{config.margin}), semi-hard, mixed-version P x K batches", "train_seconds":
-                       round(probe.seconds + scored.seconds + final.seconds, 2),
-                       "final_losses": [round(v, 4) for v in final.losses[-5:]]},
-            "validation": _validation(score, train, test, data, new_accuracy=new_score,
-                                      new_accuracy_without_head=cross_accuracy(data["new"][test], data["new"][test],
-                                                                               pairs),
-                                      step_choice={"identities": int(len(np.unique(data["labels"][inner]))),
-                                                   "curve": probe.validation})}
-    return to_compat_map(final.model, source_model=OLD, target_model=NEW, source_preprocessing=data["old_pre"],
-                         target_preprocessing=data["new_pre"], meta=meta)
-
-
-def fit_all() -> list[str]:
-    """Fit every map on celeba and store them; returns their names."""
-    from facespace.compat import save_map
-    from facespace_train.harmonic import sample_pairs, split_identities
-
-    data = celeba_embeddings()
-    split = split_identities(data["labels"], held_out=0.2, seed=0)
-    pairs = sample_pairs(data["labels"][split[1]], seed=0)
-    maps = fit_linear_maps(data, split, pairs) + [fit_harmonic_map(data, split, pairs)]
-    for compat in maps:
-        print(f"stored {save_map(compat)}")
-    return [m.name for m in maps]
 
 
 # -- LFW: the evaluation ------------------------------------------------------------------------
@@ -321,7 +189,7 @@ def main(argv=None) -> int:
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if args.fit:
-        fit_all()
+        fit_all(CELEBA)
     order = {kind: i for i, kind in enumerate(MAP_KINDS)}
     maps = sorted((load_map(e["name"]) for e in list_maps()), key=lambda m: (m.kind == "harmonic", m.source != OLD,
                                                                            order[m.kind]))

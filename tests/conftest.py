@@ -69,3 +69,21 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def compat_maps(tmp_path_factory):
+    """The compatibility maps between the two embedders, fitted once per run on the first 60
+    celeba-299 identities (maps are fitted data, not repository files) into a private store that
+    ``$FACESPACE_COMPAT_DIR`` names for the session, subprocesses included."""
+    from facespace_train.compat_fit import fit_all
+
+    folder = tmp_path_factory.mktemp("compat")
+    fit_all(DATA / "celeba-299" / "faces", identities=60, folder=folder)
+    before = os.environ.get("FACESPACE_COMPAT_DIR")
+    os.environ["FACESPACE_COMPAT_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FACESPACE_COMPAT_DIR", None)
+    else:
+        os.environ["FACESPACE_COMPAT_DIR"] = before

@@ -18,6 +18,8 @@ from facespace.quantized import dequantize_int8, quantize_int8
 
 from shared_data import DATA
 
+pytestmark = pytest.mark.usefixtures("compat_maps")  # the maps are fitted per run: see conftest
+
 OLD, NEW = "facenet-casia-512", "facenet-msceleb-128"
 
 
@@ -100,7 +102,7 @@ def test_stored_maps_load_verified_and_match_the_registered_preprocessing(celeba
         side_pre = {OLD: celeba["old_pre"], NEW: celeba["new_pre"]}
         assert compat.source_preprocessing == side_pre[compat.source]
         assert compat.target_preprocessing == side_pre[compat.target]
-        assert entry["fitted_on"]["images"] > 5000 and "celeba" in entry["fitted_on"]["data"]
+        assert entry["fitted_on"]["images"] > 1000 and "celeba" in entry["fitted_on"]["data"]
     assert find_map(OLD, NEW).source == OLD and find_map(NEW, OLD, kind="ridge").kind == "ridge"
     assert find_map(OLD, NEW, target_space_only=True).kind != "harmonic"
     ridge, harmonic = find_map(OLD, NEW, kind="ridge"), find_map(OLD, NEW, kind="harmonic")

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import LFW, lfw_image
 
+pytestmark = pytest.mark.usefixtures("compat_maps")  # the maps are fitted per run: see conftest
+
 OLD, NEW = "facenet-casia-512", "facenet-msceleb-128"
 PAIRS_TXT = LFW.parent / "pairs.txt"
 

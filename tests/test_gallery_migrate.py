@@ -22,6 +22,8 @@ from facespace.gallery import Gallery, Identifier
 from facespace.gallery.migrate import migrate_gallery
 from facespace.gallery.records import GalleryError
 
+pytestmark = pytest.mark.usefixtures("compat_maps")  # the maps are fitted per run: see conftest
+
 OLD_MODEL, NEW_MODEL = "facenet-casia-512", "facenet-msceleb-128"
 PEOPLE = ("Colin_Powell", "Gerhard_Schroeder", "Tony_Blair")
 

@@ -23,8 +23,8 @@ Kinds (:data:`MAP_KINDS`):
     a head on the new model trained with the triplet loss over mixed-version
     batches (``facespace_train.harmonic``); saved here so it is used like the others.
 
-Stored maps live in ``facespace/data/compat``: one ``<name>.npz`` of arrays
-per map and ``index.json`` with each map's metadata (models, preprocessing
+Stored maps live in the map store (:func:`default_compat_dir`, ``$FACESPACE_HOME/compat``): one
+``<name>.npz`` of arrays per map and ``index.json`` with each map's metadata (models, preprocessing
 ids, fitting data, the sha256 of the arrays file, when it was made).
 :func:`load_map` refuses a file whose sha256 differs from the index, the
 registry's habit for weights. Integration is meant to be thin::
@@ -42,7 +42,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Literal, Sequence, get_args
 
@@ -285,11 +284,14 @@ def fit_map(kind: str, source: np.ndarray, target: np.ndarray, *, source_model: 
 
 # -- the store of maps --------------------------------------------------------------------------
 def default_compat_dir() -> Path:
-    """Where the packaged maps live (``$FACESPACE_COMPAT_DIR`` overrides it)."""
+    """The map store: ``$FACESPACE_COMPAT_DIR``, else ``$FACESPACE_HOME/compat``. Maps are fitted
+    data (``facespace fit-maps DIR``), kept beside the weights, not files the package carries."""
     env = os.environ.get("FACESPACE_COMPAT_DIR")
     if env:
         return Path(env)
-    return Path(str(resources.files("facespace").joinpath("data", "compat")))
+    from .pretrained.weights import cache_dir
+
+    return cache_dir() / "compat"
 
 
 def _read_index(folder: Path) -> dict:
@@ -376,6 +378,7 @@ def find_map(source_model: str, target_model: str, *, kind: str | None = None,
             and target_preprocessing in (None, e["target"]["preprocessing_id"])]
     if not fits:
         raise CompatMapError(f"no compatibility map from {source_model} to {target_model}"
-                             + (f" of kind {kind}" if kind else "") + " is stored")
+                             + (f" of kind {kind}" if kind else "") + f" is stored in {folder or default_compat_dir()}"
+                             " (fit them on photos of your own with `facespace fit-maps DIR`)")
     best = max(fits, key=lambda e: (e.get("validation", {}).get("rank_score", float("-inf")), e["name"]))
     return load_map(best["name"], folder)

@@ -95,3 +95,26 @@ def run_align(args: argparse.Namespace) -> int:
         raise FacespaceError(str(exc)) from exc
     print(json.dumps(counts))
     return 0
+
+
+def register_fit_maps(sub: argparse._SubParsersAction) -> None:
+    """``facespace fit-maps DIR``: fit the compatibility maps between the registered embedders."""
+    parser = sub.add_parser("fit-maps", help="fit the maps between model versions on DIR/<identity>/ photos",
+                            description="Embed every photo of DIR/<identity>/ with both registered embedders and "
+                                        "fit the compatibility maps (ridge, Procrustes, harmonic) into the map "
+                                        "store ($FACESPACE_COMPAT_DIR, default $FACESPACE_HOME/compat).")
+    parser.add_argument("faces", metavar="DIR", help="photos, one folder per identity (never your test set)")
+    parser.add_argument("--identities", type=int, default=None, help="use only the first N identity folders")
+    parser.add_argument("--out", metavar="FOLDER", default=None, help="map store to write (default: the store)")
+    parser.set_defaults(handler=run_fit_maps)
+
+
+def run_fit_maps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .compat_fit import fit_all
+
+    if not Path(args.faces).is_dir():
+        raise FacespaceError(f"{args.faces}: not a folder of identity folders")
+    print(json.dumps({"maps": fit_all(args.faces, args.identities, args.out)}))
+    return 0
