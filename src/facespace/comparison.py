@@ -47,7 +47,12 @@ def distance_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return distances_from_similarity(queries @ gallery.T)
 
 
-def verify(a: np.ndarray, b: np.ndarray, threshold: float) -> Verification:
-    """Same person when the squared distance is at or below ``threshold``."""
+def verify(a: np.ndarray, b: np.ndarray, threshold: float, quality: tuple[float, float] | None = None,
+           min_quality: float | None = None) -> Verification:
+    """Same person when the squared distance is at or below ``threshold``; no verdict (``same`` None,
+    "low_quality") when ``min_quality`` is given and the worse of the two faces' ``quality`` is below it."""
     distance = float(squared_distance(a, b))
-    return Verification(distance=distance, threshold=float(threshold), same=distance <= threshold)
+    refused = quality is not None and min_quality is not None and min(quality) < min_quality
+    return Verification(distance=distance, threshold=float(threshold), same=None if refused else distance <= threshold,
+                        quality=None if quality is None else (float(quality[0]), float(quality[1])),
+                        min_quality=min_quality)

@@ -13,19 +13,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal, Sequence
 
+import cv2
 import numpy as np
 
-from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id
+from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id, upright_crop
 from .comparison import verify as verify_embeddings
-from .detection.types import DETECT_PIXELS, Detector, DetectorBackend
+from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, SecondPass
 from .embedding import Backend, Embedder
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
+from .pose import estimate_pose
+from .quality import QualityModel
+from .presets import Preset, PresetConfig, View, get_preset
+from .pretrained.registry import resolve_config
 from .types import EmbeddedFace, Face, ImageResult, Verification
 
-#: What to embed in an image where no face was found: nothing, or the fixed centre crop.
-Fallback = Literal["none", "centre"]
+#: What to embed in an image where no face was found: nothing, the fixed centre crop, or the
+#: whole image (for images that are already face crops).
+Fallback = Literal["none", "centre", "whole"]
+
 #: What a batch does with an unreadable item: report it in its result and go on, or raise.
 OnError = Literal["report", "raise"]
 #: Decoded pixels per chunk of a batch (a chunk also ends at ``chunk`` images): with one chunk
@@ -52,6 +59,20 @@ class DetectorSettings:
         return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
                                 factor=self.factor, backend=self.backend, max_pixels=self.max_pixels)
 
+    def relaxed(self) -> "DetectorSettings":
+        """The second pass's settings: lower stage thresholds and a finer pyramid (chosen on
+        Pointing'04, celeba-299 and LFW view 1 by ``benchmarks/robust_dev.py``)."""
+        return DetectorSettings(min_face_size=self.min_face_size, thresholds=RELAXED_THRESHOLDS,
+                                factor=RELAXED_FACTOR, backend=self.backend, max_pixels=self.max_pixels)
+
+
+#: The relaxed second pass (see :meth:`DetectorSettings.relaxed`).
+RELAXED_THRESHOLDS = (0.5, 0.6, 0.6)
+RELAXED_FACTOR = 0.8
+#: Images whose shorter side is below this are upsampled for the second pass, so the
+#: detector's smallest window (12 px at ``min_face_size``) still fits a face in a small crop.
+UPSAMPLE_BELOW = 200
+
 
 def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
     """The assumed face of the fixed centre crop (``detected=False``)."""
@@ -60,6 +81,18 @@ def centre_face(image_shape: Sequence[int], fraction: float) -> Face:
     x1, y1 = (width - side) / 2, (height - side) / 2
     return Face(box=np.array([x1, y1, x1 + side, y1 + side], dtype=np.float32), score=0.0,
                 landmarks=None, detected=False)
+
+
+def whole_face(image_shape: Sequence[int]) -> Face:
+    """The assumed face of an image that is itself a face crop: all of it (``detected=False``)."""
+    height, width = image_shape[:2]
+    return Face(box=np.array([0, 0, width, height], dtype=np.float32), score=0.0, landmarks=None, detected=False)
+
+
+def faces_of(det, detection_pass: int = 1) -> list[Face]:
+    """Detections as :class:`Face` values, each with its landmark pose."""
+    return [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i],
+                 pose=estimate_pose(det.landmarks[i]), detection_pass=detection_pass) for i in range(len(det))]
 
 
 def _check_settings(margin: int, centre_fraction: float, max_pixels: int, threshold: float | None) -> None:
@@ -74,19 +107,34 @@ def _check_settings(margin: int, centre_fraction: float, max_pixels: int, thresh
         raise OptionError(f"threshold must be a squared distance in [0, 4], got {threshold!r}")
 
 
-class FacePipeline:
-    """Detect, align and embed faces with one pretrained model.
+def _views(model: str | None, align: AlignMode | None, flip: bool, preset: "PresetConfig | None") -> tuple[View, ...]:
+    """The views a pipeline embeds: a preset's, or the one that ``model``/``align``/``flip`` name."""
+    if preset is None:
+        config = resolve_config(model, "embedder")
+        align = align or config.align  # the registry's crop for this model (chosen on development data)
+        return (View(config.name, check_choice(align, AlignMode, "alignment"), bool(flip)),)
+    if model is not None or align is not None or flip:
+        raise OptionError(f"preset {preset.name!r} sets the model, crop and flip: give either a preset "
+                          "or model/align/flip, not both")
+    return preset.views
 
-    ``align`` picks the crop ("align", "margin" or "centre"; see
-    :mod:`facespace.alignment`); by default the model's registered one, the
-    best measured on LFW. ``fallback="centre"`` embeds the centre crop
-    of an image in which no face was found instead of reporting no face.
+
+class FacePipeline:
+    """Detect, align and embed faces with one pretrained model (or, by a preset, several views).
+
+    ``align`` picks the crop ("align", "margin", "upright" or "centre"; see
+    :mod:`facespace.alignment`); by default the model's registered one, chosen on
+    development data. ``fallback="centre"`` (or ``"whole"``) embeds the centre crop
+    (or the whole image) of an image in which no face was found instead of reporting no face;
+    ``second_pass="relaxed"`` first looks again with relaxed detector settings.
     ``backend`` runs the embedding network with ``"torch"`` (any device; float16
     batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
     within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
     its embeddings are labelled ``precision=int8:<id>``). Detection (MTCNN) always runs in torch on ``device``.
     ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
-    ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`).
+    ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`). ``preset`` ("fast",
+    "balanced", "accurate"; :mod:`facespace.presets`) sets the views, runtime and threshold;
+    ``min_quality`` makes :meth:`verify` refuse faces of lower quality (:mod:`facespace.quality`).
     """
 
     def __init__(
@@ -104,52 +152,88 @@ class FacePipeline:
         threshold: float | None = None,
         backend: Backend = "torch",
         face_choice: FaceChoice = "largest",
+        second_pass: SecondPass = "relaxed",
+        min_quality: float | None = None,
+        preset: Preset | None = None,
     ) -> None:
-        self.embedder = Embedder(model, device=device, batch_size=batch_size, flip=flip, backend=backend)
-        align = align or self.embedder.config.align  # the registry's best-measured crop for this model
-        self.align: AlignMode = check_choice(align, AlignMode, "alignment")
+        self.preset: PresetConfig | None = get_preset(preset) if preset is not None else None
+        self.views = _views(model, align, flip, self.preset)
+        if self.preset is not None and backend != "torch":
+            raise OptionError(f"preset {self.preset.name!r} sets the embedding runtime; drop backend={backend!r}")
+        backend = self.preset.backend if self.preset is not None else backend
+        self.embedders: dict[str, Embedder] = {}
+        for view in self.views:
+            self.embedders.setdefault(view.model, Embedder(view.model, device=device, batch_size=batch_size,
+                                                           flip=view.flip, backend=backend))
+        self.embedder = self.embedders[self.views[0].model]  # the first view's: its input size and device
+        self.align: AlignMode = self.views[0].align
         self.fallback: Fallback = check_choice(fallback, Fallback, "fallback")
         self.face_choice: FaceChoice = check_choice(face_choice, FaceChoice, "face choice")
+        self.second_pass: SecondPass = check_choice(second_pass, SecondPass, "second pass")
         _check_settings(margin, centre_fraction, max_pixels, threshold)
-        self.margin = margin
-        self.centre_fraction = centre_fraction
-        self.max_pixels = max_pixels
+        if min_quality is not None and not 0 <= min_quality <= 1:  # also refuses NaN
+            raise OptionError(f"min_quality must lie in [0, 1], got {min_quality!r}")
+        self.min_quality = min_quality
+        self.quality_model = QualityModel.load()
+        self.margin, self.centre_fraction, self.max_pixels = margin, centre_fraction, max_pixels
         self.detector_settings = detector
         self._detector: Detector | None = None
+        self._relaxed: Detector | None = None
         self._device = str(self.embedder.device)  # resolved and checked by the embedder
-        registered = self.embedder.config.threshold
-        self.threshold = float(threshold if threshold is not None else registered)
+        default = self.preset.threshold if self.preset is not None else self.embedder.config.threshold
+        self.threshold = float(threshold if threshold is not None else default)
 
     # -- description -------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self.embedder.name
+        """The model, or for several views the models joined by ``+``."""
+        return "+".join(dict.fromkeys(v.model for v in self.views))
+
+    @property
+    def dim(self) -> int:
+        """Length of the embedding (the views' lengths added)."""
+        return sum(self.embedders[v.model].dim for v in self.views)
+
+    def _view_preprocessing(self, view: View) -> dict:
+        embedder = self.embedders[view.model]
+        out = {"model": view.model, "align": view.align, "flip": view.flip, "input_size": embedder.input_size,
+               "normalisation": embedder.config.normalisation}
+        if view.align in ("margin", "upright"):
+            out["margin"] = self.margin
+        if view.align == "align":
+            out["template"] = template_id()
+        if view.align == "centre" or self.fallback == "centre":
+            out["centre_fraction"] = self.centre_fraction
+        if self.fallback == "whole":
+            out["fallback"] = "whole"
+        if embedder.backend == "onnx-int8":
+            from .runtime.quantize import int8_id
+
+            out["precision"] = f"int8:{int8_id(view.model)}"
+        return out
 
     @property
     def preprocessing(self) -> dict:
         """How faces become network inputs; equal dicts mean comparable embeddings."""
-        out = {
-            "model": self.model_name,
-            "align": self.align,
-            "flip": self.embedder.flip,
-            "input_size": self.embedder.input_size,
-            "normalisation": self.embedder.config.normalisation,
-        }
-        if self.align == "margin":
-            out["margin"] = self.margin
-        if self.align == "align":
-            out["template"] = template_id()
-        if self.align == "centre" or self.fallback == "centre":
-            out["centre_fraction"] = self.centre_fraction
-        if self.embedder.backend == "onnx-int8":
-            from .runtime.quantize import int8_id
-
-            out["precision"] = f"int8:{int8_id(self.model_name)}"
-        return out
+        if len(self.views) == 1:
+            return self._view_preprocessing(self.views[0])
+        return {"model": self.model_name, "preset": self.preset.name if self.preset else None,
+                "views": [{**self._view_preprocessing(v), "weight": v.weight} for v in self.views]}
 
     @property
     def preprocessing_id(self) -> str:
         return ";".join(f"{k}={v}" for k, v in self.preprocessing.items())
+
+    def single_views(self) -> list[tuple["FacePipeline", float]]:
+        """One single-view pipeline per view with its share of the fused distance (weights sum to 1):
+        how evaluation embeds a preset's views with its cache, then fuses them (:func:`fuse_views`)."""
+        total = sum(v.weight for v in self.views)
+        options = dict(device=self._device, batch_size=self.embedder.batch_size, detector=self.detector_settings,
+                       margin=self.margin, centre_fraction=self.centre_fraction, fallback=self.fallback,
+                       max_pixels=self.max_pixels, backend=self.embedder.backend, face_choice=self.face_choice,
+                       second_pass=self.second_pass)
+        return [(FacePipeline(model=v.model, align=v.align, flip=v.flip, **options), v.weight / total)
+                for v in self.views]
 
     # -- detection -----------------------------------------------------------
     @property
@@ -167,28 +251,62 @@ class FacePipeline:
         return self.detect_arrays([self.load(image)])[0]
 
     def detect_arrays(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Faces in each of several RGB arrays, detected as one batch."""
+        """Faces in each of several RGB arrays, detected as one batch; images where none was
+        found get the relaxed second pass (``second_pass``), then the ``fallback``."""
         if self.align == "centre":
             return [[centre_face(img.shape, self.centre_fraction)] for img in images]
-        found = self.detector.detect(list(images))
-        out = []
-        for image, det in zip(images, found):
-            faces = [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i])
-                     for i in range(len(det))]
-            if not faces and self.fallback == "centre":
-                faces = [centre_face(image.shape, self.centre_fraction)]
-            out.append(faces)
+        out = [faces_of(det) for det in self.detector.detect(list(images))]
+        missing = [i for i, faces in enumerate(out) if not faces]
+        if missing and self.second_pass == "relaxed":
+            for i, faces in zip(missing, self.detect_second_pass([images[i] for i in missing])):
+                out[i] = faces
+        for i, image in enumerate(images):
+            if not out[i] and self.fallback != "none":
+                out[i] = [self.fallback_face(image.shape)]
         return out
 
+    def detect_second_pass(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """The relaxed pass: lower thresholds, a finer pyramid, small images upsampled 2x."""
+        if self._relaxed is None:
+            self._relaxed = self.detector_settings.relaxed().build(self._device)
+        factors = [2.0 if min(img.shape[:2]) < UPSAMPLE_BELOW else 1.0 for img in images]
+        scaled = [img if k == 1.0 else cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)
+                  for img, k in zip(images, factors)]
+        found = self._relaxed.detect(scaled)
+        return [faces_of(det.scaled(1 / k, 1 / k), detection_pass=2) for det, k in zip(found, factors)]
+
+    def fallback_face(self, image_shape: Sequence[int]) -> Face:
+        """The assumed face of an image with no detection, by ``fallback``."""
+        return whole_face(image_shape) if self.fallback == "whole" else centre_face(image_shape, self.centre_fraction)
+
     # -- alignment -------------------------------------------------------------
-    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """The network-input crop of one face, made the way ``align`` says."""
+    def crop(self, image: np.ndarray, face: Face, align: AlignMode | None = None) -> np.ndarray:
+        """The network-input crop of one face, made the way ``align`` (default the first view's) says."""
         size = self.embedder.input_size
+        align = align or self.align
         if not face.detected:
+            if self.fallback == "whole" and align != "centre":
+                return margin_crop(image, face.box, size, 0)
             return centre_crop(image, size, self.centre_fraction)
-        if self.align == "align" and face.landmarks is not None:
+        if align == "align" and face.landmarks is not None:
             return align_face(image, face.landmarks, size)
+        if align == "upright" and face.landmarks is not None:
+            return upright_crop(image, face.box, face.landmarks, size, self.margin)
         return margin_crop(image, face.box, size, self.margin)
+
+    def embed_faces(self, image_of: Sequence[np.ndarray], faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, first view's crops) of faces, ``image_of[i]`` holding ``faces[i]``: every view
+        embedded, fused into one unit vector whose squared distance is the views' weighted mean."""
+        size = self.embedder.input_size
+        parts, first = [], None
+        total = sum(v.weight for v in self.views)
+        for view in self.views:
+            crops = [self.crop(img, face, view.align) for img, face in zip(image_of, faces)]
+            crops = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+            first = crops if first is None else first
+            vectors = self.embedders[view.model].embed_crops(crops, flip=view.flip)
+            parts.append(vectors if len(self.views) == 1 else vectors * np.sqrt(view.weight / total))
+        return np.concatenate(parts, axis=1).astype(np.float32), first
 
     # -- embedding ---------------------------------------------------------------
     def embed(self, image: ImageInput) -> list[EmbeddedFace]:
@@ -270,20 +388,18 @@ class FacePipeline:
     def _embed_chunk(self, batch: list[tuple[str, np.ndarray | None, str | None]]) -> list[ImageResult]:
         good = [i for i, (_, img, _) in enumerate(batch) if img is not None]
         faces_per_image = self.detect_arrays([batch[i][1] for i in good])
-        crops, owners = [], []
-        for i, faces in zip(good, faces_per_image):
-            for face in faces:
-                crops.append(self.crop(batch[i][1], face))
-                owners.append((i, face))
-        size = self.embedder.input_size
-        embeddings = self.embedder.embed_crops(np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8))
+        owners = [(i, face) for i, faces in zip(good, faces_per_image) for face in faces]
+        embeddings, crops = self.embed_faces([batch[i][1] for i, _ in owners], [face for _, face in owners])
         results = [ImageResult(source=name, error=err) for name, _, err in batch]
-        for (i, face), emb in zip(owners, embeddings):
-            results[i].faces.append(EmbeddedFace(face=face, embedding=emb))
+        for (i, face), emb, crop in zip(owners, embeddings, crops):
+            quality = self.quality_model.score(face, crop)
+            results[i].faces.append(EmbeddedFace(face=face, embedding=emb, quality=quality))
         return results
 
     # -- comparison ----------------------------------------------------------------
     def verify(self, a: ImageInput, b: ImageInput) -> Verification:
-        """Whether the chosen faces (``face_choice``) of two images show the same person."""
+        """Whether the chosen faces (``face_choice``) of two images show the same person; with
+        ``min_quality`` set, no verdict ("low_quality") when either face is below it."""
         first, second = self.embed_one(a), self.embed_one(b)
-        return verify_embeddings(first.embedding, second.embedding, self.threshold)
+        return verify_embeddings(first.embedding, second.embedding, self.threshold,
+                                 (first.quality or 0.0, second.quality or 0.0), self.min_quality)

@@ -23,10 +23,10 @@ MTCNN still places both eyes on the visible half of the face.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
+
+from .types import Pose
 
 __all__ = ["FACE_MODEL", "FOCAL_FRACTION", "Pose", "estimate_pose", "roll_of"]
 
@@ -43,15 +43,6 @@ FACE_MODEL = np.array([
 #: Focal length as a multiple of the face's size in pixels (eye-mouth distance over the model's):
 #: a weak-perspective camera about 10 face-heights away; the estimate barely depends on it.
 FOCAL_FRACTION = 10.0
-
-
-@dataclass(frozen=True)
-class Pose:
-    """Head pose in degrees; see the module notes for the signs."""
-
-    yaw: float
-    pitch: float
-    roll: float
 
 
 def roll_of(landmarks: np.ndarray) -> float:

@@ -65,7 +65,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     faces, errors, embeddings = _embed_faces(pipeline, paths, out, progress=not args.quiet)
     threshold = args.threshold if args.threshold is not None else \
         default_threshold(pipeline.model_name, args.method, len(embeddings), pipeline.threshold)
-    vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.embedder.dim), np.float32)
+    vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.dim), np.float32)
     result = cluster(vectors, args.method, threshold=threshold, k=args.k, linkage=args.linkage)
     clusters = [{"cluster": i, "size": int(len(members)), "faces": [faces[j] for j in members]}
                 for i, members in enumerate(result.clusters())]

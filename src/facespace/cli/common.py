@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..alignment import ALIGN_MODES
-from ..detection.types import DETECTOR_BACKENDS
+from ..detection.types import DETECTOR_BACKENDS, SECOND_PASSES
 from ..embedding import BACKENDS
 from ..errors import FacespaceError, OptionError
 from ..files import atomic_path
 from ..imageio import describe
+from ..presets import PRESETS
 
 if TYPE_CHECKING:
     from ..pipeline import FacePipeline
@@ -34,15 +35,22 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
 def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool = False) -> None:
     group = parser.add_argument_group("pipeline")
     if not detection_only:
+        group.add_argument("--preset", default=None, choices=PRESETS,
+                           help="fast (int8), balanced (the default pipeline) or accurate (several views fused); "
+                                "sets model, crop, flip, runtime and threshold")
         group.add_argument("--model", default=None, help="embedding model (see `facespace models list`)")
         group.add_argument("--align", default=None, choices=ALIGN_MODES,
-                           help="face crop (default: the model's registered one, best measured on LFW)")
+                           help="face crop (default: the model's registered one, chosen on development data)")
         group.add_argument("--flip", action="store_true", help="average with the mirrored face's embedding")
+        group.add_argument("--min-quality", type=fraction_type, default=None,
+                           help="refuse a verdict on faces below this quality (0..1): 'low_quality' instead")
         group.add_argument("--batch-size", type=_positive_int, default=32, help="faces per network batch")
         group.add_argument("--backend", default="torch", choices=BACKENDS,
                            help="embedding runtime: torch (default), onnx (ONNX Runtime, same embeddings) or "
                                 "onnx-int8 (int8-quantised, ~3x faster on CPU)")
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
+    group.add_argument("--second-pass", default="relaxed", choices=SECOND_PASSES,
+                       help="look again with relaxed detector settings where no face was found (default) or not")
     group.add_argument("--detector-backend", default="torch", choices=DETECTOR_BACKENDS,
                        help="MTCNN runtime: torch (default) or onnx (ONNX Runtime, CPU)")
     group.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
@@ -61,6 +69,9 @@ def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeli
         batch_size=getattr(args, "batch_size", 32),
         detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch")),
         backend=getattr(args, "backend", "torch"),
+        second_pass=getattr(args, "second_pass", "relaxed"),
+        min_quality=getattr(args, "min_quality", None),
+        preset=getattr(args, "preset", None),
     )
     pipeline = FacePipeline(**{**options, **settings})
     check_weight_cache(pipeline)
@@ -80,7 +91,8 @@ def check_weight_cache(pipeline: "FacePipeline") -> None:
             raise FacespaceError(f"{what} {describe(root)}: is not a folder")
     except OSError as exc:
         raise FacespaceError(f"{what} {describe(root)}: {exc.strerror or exc}") from None
-    if not all(is_cached(c) for c in (pipeline.embedder.config, resolve_config(None, "detector"))):
+    configs = [e.config for e in pipeline.embedders.values()] + [resolve_config(None, "detector")]
+    if not all(is_cached(c) for c in configs):
         check_output(root, what, folder=True)
 
 

@@ -75,6 +75,7 @@ def run_identify(args: argparse.Namespace) -> int:
             failures += 1
             continue
         found = identifier.search([f.embedding for f in result.faces], k=args.top) if result.faces else []
+        found = [ident.with_quality(f.quality, pipeline.min_quality) for f, ident in zip(result.faces, found)]
         if args.json:
             print(json.dumps({"image": result.source, **mapped, "faces": [
                 {**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(result.faces, found)]}))
@@ -85,7 +86,7 @@ def run_identify(args: argparse.Namespace) -> int:
             box = ",".join(str(int(round(v))) for v in f.face.box)
             best = ident.best
             print(f"{result.source}\t[{box}]\t{ident.identity}\tdistance={best.distance:.3f}\t"
-                  f"p={best.probability:.3f}")
+                  f"p={best.probability:.3f}\tquality={f.quality:.2f}")
     return 1 if failures else 0
 
 

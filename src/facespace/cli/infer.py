@@ -133,7 +133,7 @@ def run_embed(args: argparse.Namespace) -> int:
     meta = {"model": pipeline.model_name, "preprocessing": pipeline.preprocessing}
     if args.quantize:
         meta.update(quantization=args.quantize, codes=INT8_CODES)
-    vectors = _stored_vectors(rows, pipeline.embedder.dim, args.quantize)
+    vectors = _stored_vectors(rows, pipeline.dim, args.quantize)
     with output_file(out) as tmp:
         if out.suffix == ".npz":
             _write_npz(tmp, rows, meta, vectors)
@@ -170,8 +170,11 @@ def run_verify(args: argparse.Namespace) -> int:
     verdict = pipeline.verify(args.first, args.second)
     if args.json:
         print(json.dumps({"a": describe(args.first), "b": describe(args.second), "model": pipeline.model_name, **verdict.to_dict()}))
+    elif verdict.same is None:
+        worse = min(verdict.quality)
+        print(f"low quality: face quality {worse:.2f} < --min-quality {verdict.min_quality:.2f}, no verdict "
+              f"(distance {verdict.distance:.4f}, threshold {verdict.threshold:.4f}, {pipeline.model_name})")
     else:
-        decision = "same" if verdict.same else "different"
-        print(f"{decision}: distance {verdict.distance:.4f} {'<=' if verdict.same else '>'} "
+        print(f"{verdict.decision}: distance {verdict.distance:.4f} {'<=' if verdict.same else '>'} "
               f"threshold {verdict.threshold:.4f} ({pipeline.model_name})")
     return 0

@@ -7,11 +7,15 @@ from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES"]
+__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES",
+           "SECOND_PASSES", "SecondPass"]
 
 #: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections).
 DetectorBackend = Literal["torch", "onnx"]
 DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackend)
+#: Whether an image in which detection found no face gets a second, relaxed pass.
+SecondPass = Literal["relaxed", "off"]
+SECOND_PASSES: tuple[str, ...] = get_args(SecondPass)
 #: Default working size of detection: images with more pixels are detected on a downscaled copy.
 DETECT_PIXELS = 2048 * 2048
 

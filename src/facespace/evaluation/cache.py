@@ -42,9 +42,10 @@ from ..pretrained.registry import get_config
 from ..face_choice import choose_index
 from ..files import atomic_path, atomic_write_bytes
 from ..pipeline import centre_face
+from ..pose import estimate_pose
 from ..types import Face
 
-__all__ = ["EmbeddingSet", "embed_paths", "default_cache_root", "file_sha1"]
+__all__ = ["EmbeddingSet", "cached_faces", "embed_paths", "default_cache_root", "file_sha1"]
 
 #: Bump when the meaning of a cached record changes.
 CACHE_VERSION = 1
@@ -188,10 +189,21 @@ def _embed_view(embedder, crops: np.ndarray, mirror: bool) -> np.ndarray:
     return embedder.embed_crops(crops, flip=False)
 
 
-def _face_of(record: dict[str, np.ndarray], index: int) -> Face:
-    """Detected face ``index`` of a cached detection record (boxes, scores, landmarks)."""
-    return Face(box=record["boxes"][index], score=float(record["scores"][index]),
-                landmarks=record["landmarks"][index])
+def _face_of(record: dict[str, np.ndarray], index: int, detection_pass: int = 1) -> Face:
+    """Detected face ``index`` of a cached detection record (boxes, scores, landmarks), with its pose."""
+    landmarks = record["landmarks"][index]
+    return Face(box=record["boxes"][index], score=float(record["scores"][index]), landmarks=landmarks,
+                pose=estimate_pose(landmarks), detection_pass=detection_pass)
+
+
+def _relaxed_descriptor(pipeline) -> dict:
+    """What makes a second-pass detection (see ``FacePipeline.detect_second_pass``)."""
+    from ..pipeline import UPSAMPLE_BELOW
+
+    out = _detector_descriptor(pipeline)
+    relaxed = pipeline.detector_settings.relaxed()
+    return {**out, "pass": 2, "thresholds": list(relaxed.thresholds), "factor": relaxed.factor,
+            "upsample_below": UPSAMPLE_BELOW}
 
 
 class _CachedRun:
@@ -212,13 +224,29 @@ class _CachedRun:
         self.det_store = _Store(root / "detections" / _short_hash(detector), detector) if self.use_detector else None
         self.det_known: dict[str, dict[str, np.ndarray]] | None = None  # loaded when first needed
         self.det_pending: dict[str, dict[str, np.ndarray]] = {}
+        self.second_pass = self.use_detector and pipeline.second_pass == "relaxed"
+        relaxed = _relaxed_descriptor(pipeline) if self.second_pass else {}
+        self.p2_store = _Store(root / "detections" / _short_hash(relaxed), relaxed) if self.second_pass else None
+        self.p2_known: dict[str, dict[str, np.ndarray]] | None = None
+        self.p2_pending: dict[str, dict[str, np.ndarray]] = {}
         self.seconds = {"hash": 0.0, "load": 0.0, "detect": 0.0, "embed_plain": 0.0, "embed_mirror": 0.0}
         self.computed = {v: 0 for v in self.views}
         self.detections_computed = 0
 
+    def resolved(self, key: str) -> str:
+        """The record key of an image's embedding: with the second pass on, an image the first
+        pass found no face in has its own record (``<sha1>:p2``), so caches made with and without
+        the second pass never mix."""
+        if not self.second_pass:
+            return key
+        if self.det_known is None:
+            self.det_known = self.det_store.load() if self.cache else {}
+        record = self.det_known.get(key)
+        return key + ":p2" if record is not None and len(record["boxes"]) == 0 else key
+
     def todo(self, keys: list[str]) -> list[str]:
         """The keys some view has no embedding for."""
-        return [k for k in keys if any(k not in self.known[v] for v in self.views)]
+        return [k for k in keys if any(self.resolved(k) not in self.known[v] for v in self.views)]
 
     def flush(self) -> None:
         if not self.cache:
@@ -229,6 +257,9 @@ class _CachedRun:
         if self.det_store is not None:
             self.det_store.write(self.det_pending)
             self.det_pending.clear()
+        if self.p2_store is not None:
+            self.p2_store.write(self.p2_pending)
+            self.p2_pending.clear()
 
     def detections(self, batch: list[str], images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Every face the detector finds in each image: from the store, or detected now and stored."""
@@ -251,10 +282,29 @@ class _CachedRun:
         if not self.use_detector:
             return [centre_face(image.shape, fraction) for image in images]
         faces = []
-        for image, record in zip(images, self.detections(batch, images)):
+        for key, image, record in zip(batch, images, self.detections(batch, images)):
             chosen = choose_index(record["boxes"], image.shape, "central")
+            if chosen is None and self.second_pass:
+                record = self.second_detections(key, image)
+                chosen = choose_index(record["boxes"], image.shape, "central")
+                faces.append(centre_face(image.shape, fraction) if chosen is None else _face_of(record, chosen, 2))
+                continue
             faces.append(centre_face(image.shape, fraction) if chosen is None else _face_of(record, chosen))
         return faces
+
+    def second_detections(self, key: str, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The relaxed pass's detections of an image the first pass found nothing in (cached)."""
+        if self.p2_known is None:
+            self.p2_known = self.p2_store.load() if self.cache else {}
+        if key not in self.p2_known:
+            t = time.perf_counter()
+            faces = self.pipeline.detect_second_pass([image])[0]
+            self.seconds["detect"] += time.perf_counter() - t
+            record = {"boxes": np.array([f.box for f in faces], np.float32).reshape(-1, 4),
+                      "scores": np.array([f.score for f in faces], np.float32),
+                      "landmarks": np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2)}
+            self.p2_known[key] = self.p2_pending[key] = record
+        return self.p2_known[key]
 
     def crops(self, images: list[np.ndarray], faces: list[Face]) -> np.ndarray:
         """The network-input crop of each face; a degenerate box becomes the fallback (in ``faces`` too)."""
@@ -274,8 +324,9 @@ class _CachedRun:
         self.seconds["load"] += time.perf_counter() - t
         faces = self.faces(batch, images)
         crops = self.crops(images, faces)
+        stored = [self.resolved(k) for k in batch]  # detections are known now
         for v in self.views:
-            rows = [i for i, k in enumerate(batch) if k not in self.known[v]]
+            rows = [i for i, k in enumerate(stored) if k not in self.known[v]]
             if not rows:
                 continue
             t = time.perf_counter()
@@ -286,8 +337,8 @@ class _CachedRun:
                 record = {"vector": vec[None].astype(np.float32),
                           "detected": np.array([faces[i].detected]),
                           "box": np.asarray(faces[i].box, dtype=np.float32)[None]}
-                self.known[v][batch[i]] = record
-                self.pending[v][batch[i]] = record
+                self.known[v][stored[i]] = record
+                self.pending[v][stored[i]] = record
 
     def run(self, todo: list[str], first_path: dict[str, Path], chunk: int, progress: bool) -> None:
         """Embed every key of ``todo`` in chunks, writing shards every :data:`FLUSH_EVERY` images."""
@@ -316,7 +367,7 @@ class _CachedRun:
                     desc=f"{self.pipeline.model_name} {self.pipeline.align}{flip}")
 
     def vectors(self, view: str, path_keys: list[str]) -> np.ndarray:
-        return np.stack([self.known[view][k]["vector"][0] for k in path_keys]).astype(np.float32)
+        return np.stack([self.known[view][self.resolved(k)]["vector"][0] for k in path_keys]).astype(np.float32)
 
     def result(self, paths: list[Path], path_keys: list[str], stats: dict, root: Path) -> EmbeddingSet:
         """The :class:`EmbeddingSet` of ``paths`` once every key is known."""
@@ -328,7 +379,8 @@ class _CachedRun:
             embeddings = unit_rows(plain + view_vectors["mirror"]).astype(np.float32)
         else:
             embeddings = plain
-        detected = np.array([bool(self.known["plain"][k]["detected"][0]) for k in path_keys], dtype=bool)
+        detected = np.array([bool(self.known["plain"][self.resolved(k)]["detected"][0]) for k in path_keys],
+                            dtype=bool)
         stats["computed"] = self.computed
         stats["detections_computed"] = self.detections_computed
         stats["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
@@ -354,6 +406,8 @@ def embed_paths(
     images raise :class:`facespace.errors.ImageLoadError`.
     """
     paths = [Path(p) for p in paths]
+    if len(pipeline.views) > 1:
+        return _fused(pipeline, paths, progress=progress, cache=cache, cache_root=cache_root, chunk=chunk)
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     start = time.perf_counter()
     path_keys = [file_sha1(p) for p in paths]
@@ -366,6 +420,38 @@ def embed_paths(
     run = _CachedRun(pipeline, root, cache)
     run.seconds["hash"] = hash_seconds
     stats: dict = {"images": len(paths), "unique_images": len(keys),
-                   "cached": {v: sum(k in run.known[v] for k in keys) for v in run.views}}
+                   "cached": {v: sum(run.resolved(k) in run.known[v] for k in keys) for v in run.views}}
     run.run(run.todo(keys), first_path, chunk, progress)
     return run.result(paths, path_keys, stats, root)
+
+
+def _fused(pipeline, paths: list[Path], **options) -> EmbeddingSet:
+    """A several-view pipeline's embeddings: each view from its own cache, fused as the pipeline
+    fuses them (``FacePipeline.embed_faces``: weighted concatenation of unit vectors)."""
+    parts = [(embed_paths(single, paths, **options), weight) for single, weight in pipeline.single_views()]
+    fused = np.concatenate([part.embeddings * np.sqrt(weight) for part, weight in parts], axis=1).astype(np.float32)
+    first = parts[0][0]
+    stats = {"views": [part.stats for part, _ in parts]}
+    return EmbeddingSet(paths=paths, embeddings=fused, detected=first.detected, preprocessing=pipeline.preprocessing,
+                        detection_used=first.detection_used, stats=stats, views={"plain": fused})
+
+
+def cached_faces(pipeline, paths: Iterable[str | os.PathLike], cache_root: str | os.PathLike | None = None
+                 ) -> list[tuple[Face, np.ndarray]]:
+    """The face :func:`embed_paths` embeds for each image (with its pose) and its network-input
+    crop, from the detection cache (detecting what is missing): what quality scores and
+    pose-dependent rules need beside the embeddings."""
+    if len(pipeline.views) > 1:
+        pipeline = pipeline.single_views()[0][0]  # faces and the first view's crops are all it needs
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    run = _CachedRun(pipeline, root, cache=True)
+    out = []
+    paths = [Path(p) for p in paths]
+    for begin in range(0, len(paths), 64):
+        chunk = paths[begin:begin + 64]
+        images = [pipeline.load(p) for p in chunk]
+        faces = run.faces([file_sha1(p) for p in chunk], images)
+        crops = run.crops(images, faces)
+        out.extend(zip(faces, crops))
+    run.flush()
+    return out

@@ -25,7 +25,7 @@ import numpy as np
 
 from .pairs import DatasetError, PairSet
 
-__all__ = ["PAN_BUCKETS", "PoseImage", "list_images", "pose_pairs", "read_face_box"]
+__all__ = ["PAN_BUCKETS", "PoseImage", "cross_pose_pairs", "list_images", "pose_pairs", "read_face_box"]
 
 #: The |pan| values (degrees) of the database.
 PAN_BUCKETS: tuple[int, ...] = (0, 15, 30, 45, 60, 75, 90)
@@ -121,5 +121,26 @@ def pose_pairs(images: Sequence[PoseImage], n_folds: int = 5) -> tuple[PairSet, 
                 add((a, 1, tilt, pan), (b, 2, tilt, pan), False, folds[a], (tilt, pan))
                 add((b, 1, tilt, pan), (a, 2, tilt, pan), False, folds[a], (tilt, pan))
     pairs = PairSet(first, second, np.array(same), np.array(fold), source="pointing04 pose-matched",
+                    folds_origin=f"{n_folds} identity-disjoint folds of consecutive people")
+    return pairs, np.array(tilts), np.array(pans)
+
+
+def cross_pose_pairs(images: Sequence[PoseImage], n_folds: int = 5) -> tuple[PairSet, np.ndarray, np.ndarray]:
+    """(pairs, tilt, pan of the second image): frontal against every pose, the shape of in-the-wild
+    frontal-versus-profile protocols. First image: series 1 at pan 0, tilt 0; second: series 2 at
+    each pose; same-person pairs for every person and pose, different-person pairs for every two
+    people of a fold, both ways. Folds hold disjoint people, as in :func:`pose_pairs`."""
+    where = _by_key(images)
+    folds = person_folds([im.person for im in images], n_folds)
+    poses = sorted({im.pose for im in images})
+    first, second, same, fold, tilts, pans = [], [], [], [], [], []
+    for tilt, pan in poses:
+        for a, ka in folds.items():
+            for b, kb in folds.items():
+                if ka != kb or (a, 1, 0, 0) not in where or (b, 2, tilt, pan) not in where:
+                    continue
+                first.append(where[(a, 1, 0, 0)]), second.append(where[(b, 2, tilt, pan)])
+                same.append(a == b), fold.append(ka), tilts.append(tilt), pans.append(pan)
+    pairs = PairSet(first, second, np.array(same), np.array(fold), source="pointing04 frontal-vs-pose",
                     folds_origin=f"{n_folds} identity-disjoint folds of consecutive people")
     return pairs, np.array(tilts), np.array(pans)

@@ -302,3 +302,26 @@ def evaluate_pairs(distances, labels, folds, far_target: float = 1e-3, fold_dist
         eer_threshold=eer_threshold,
         roc=roc_curve(d, y),
     )
+
+
+#: Fractions of pairs set aside, worst quality first, in :func:`reject_curve`.
+REJECT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def reject_curve(distances, labels, folds, pair_quality, fractions=REJECT_FRACTIONS) -> list[dict]:
+    """Error against reject: the fold protocol's accuracy on the pairs left once the worst
+    ``fraction`` of pairs by quality (a pair's quality is its worse face's) are set aside."""
+    distances, labels = np.asarray(distances, float), np.asarray(labels, bool)
+    folds, pair_quality = np.asarray(folds), np.asarray(pair_quality, float)
+    order = np.argsort(pair_quality, kind="stable")
+    out = []
+    for fraction in fractions:
+        keep = np.ones(len(distances), bool)
+        keep[order[:int(round(fraction * len(distances)))]] = False
+        if len(np.unique(folds[keep])) < 2 or labels[keep].all() or not labels[keep].any():
+            continue
+        r = evaluate_pairs(distances[keep], labels[keep], folds[keep])
+        out.append({"rejected": fraction, "pairs": int(keep.sum()), "accuracy": r.accuracy, "val": r.val,
+                    "min_quality": float(pair_quality[order[int(round(fraction * len(distances)))]])
+                    if fraction > 0 else None})
+    return out

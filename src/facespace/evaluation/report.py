@@ -17,9 +17,9 @@ from typing import Mapping
 import numpy as np
 
 from ..files import atomic_path, atomic_write_bytes
-from .cache import EmbeddingSet, embed_paths
+from .cache import EmbeddingSet, cached_faces, embed_paths
 from .pairs import PairSet
-from .protocol import PairsReport, evaluate_pairs
+from .protocol import PairsReport, evaluate_pairs, reject_curve
 from .scoring import ScoringRule, pair_vectors, scored_distances, vector_distances
 
 __all__ = ["CROSS_ORDERS", "CrossModelResult", "EvaluationResult", "machine_info", "plot_roc", "run_cross_pairs",
@@ -99,6 +99,10 @@ class EvaluationResult:
             more = f", ... ({len(emb.missed) - 5} more)" if len(emb.missed) > 5 else ""
             lines.append(f"  missed detections: {len(emb.missed)} image(s), centre-crop fallback"
                          + (f": {shown}{more}" if emb.missed else ""))
+        curve = self.info.get("reject_curve")
+        if curve:
+            lines.append("  quality reject curve (accuracy with the worst pairs set aside): " + ", ".join(
+                f"{100 * c['rejected']:g}% -> {100 * c['accuracy']:.2f}%" for c in curve))
         computed = sum(emb.stats.get("computed", {}).values())
         lines.append(f"  {self.wall_s:.1f} s ({computed} embeddings computed, the rest from cache)")
         return "\n".join(lines)
@@ -122,9 +126,20 @@ def run_pairs(
     wall = time.perf_counter() - start
     report = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target,
                             fold_distances=fold_distances)
+    info = {"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id}
+    if embeddings.detection_used:
+        info["reject_curve"] = quality_reject_curve(pipeline, pairs, embeddings, distances, cache_root)
     return EvaluationResult(report=report, pairs=pairs, embeddings=embeddings, distances=distances,
-                            wall_s=wall, scoring=scoring,
-                            info={"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id})
+                            wall_s=wall, scoring=scoring, info=info)
+
+
+def quality_reject_curve(pipeline, pairs: PairSet, embeddings: EmbeddingSet, distances: np.ndarray,
+                         cache_root=None) -> list[dict]:
+    """Accuracy once the worst pairs by face quality are set aside (:func:`reject_curve`)."""
+    faces = cached_faces(pipeline, embeddings.paths, cache_root=cache_root)
+    quality = np.array([pipeline.quality_model.score(face, crop) for face, crop in faces])
+    first, second = pairs.index_pairs(embeddings.paths)
+    return reject_curve(distances, pairs.same, pairs.folds, np.minimum(quality[first], quality[second]))
 
 
 @dataclass

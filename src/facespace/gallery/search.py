@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol, Sequence, get_args
 
 import numpy as np
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .store import Gallery
 
 UNKNOWN = "unknown"
+#: The identity of a probe face refused for its quality (see ``Identification.with_quality``).
+LOW_QUALITY = "low_quality"
 #: Galleries with at least this many embeddings get a FAISS index under ``index="auto"``.
 AUTO_FAISS_MIN = 50_000
 #: The kinds :class:`FaissIndex` builds.
@@ -225,6 +227,10 @@ class Identification:
 
     candidates: list[Candidate]
     threshold: float
+    #: The probe face's quality, and whether it was below the caller's ``min_quality``: then
+    #: ``identity`` is "low_quality" and the probe is neither known nor unknown.
+    quality: float | None = None
+    refused: bool = False
 
     @property
     def best(self) -> Candidate | None:
@@ -232,15 +238,23 @@ class Identification:
 
     @property
     def known(self) -> bool:
-        return self.best is not None and self.best.distance <= self.threshold
+        return not self.refused and self.best is not None and self.best.distance <= self.threshold
 
     @property
     def identity(self) -> str:
+        if self.refused:
+            return LOW_QUALITY
         return self.best.name if self.known else UNKNOWN
+
+    def with_quality(self, quality: float | None, min_quality: float | None) -> "Identification":
+        """This verdict with the probe's quality; refused when it is below ``min_quality``."""
+        refused = quality is not None and min_quality is not None and quality < min_quality
+        return replace(self, quality=quality, refused=refused)
 
     def to_dict(self) -> dict:
         best = self.best
-        return {"identity": self.identity, "known": self.known,
+        extra = {} if self.quality is None else {"quality": round(float(self.quality), 4)}
+        return {"identity": self.identity, "known": self.known, **extra,
                 "distance": None if best is None else round(best.distance, 6),
                 "probability": None if best is None else round(best.probability, 6),
                 "threshold": round(self.threshold, 6),

@@ -154,7 +154,7 @@ class Gallery:
         _check_compatible(self._conn.cursor(), self.path, model, preprocessing_id, dim)
 
     def check_pipeline(self, pipeline: "FacePipeline") -> None:
-        self.check_compatible(pipeline.model_name, pipeline.preprocessing_id, pipeline.embedder.dim)
+        self.check_compatible(pipeline.model_name, pipeline.preprocessing_id, pipeline.dim)
 
     # -- enrolment ---------------------------------------------------------------
     def add_embeddings(

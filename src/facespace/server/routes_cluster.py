@@ -39,7 +39,7 @@ def cluster_endpoint(images: list[UploadFile] = File(...),
             vectors.append(f.embedding)
     p = state.pipeline()
     t = default_threshold(p.model_name, method, len(vectors), p.threshold) if threshold is None else threshold
-    stacked = np.stack(vectors) if vectors else np.zeros((0, p.embedder.dim), np.float32)
+    stacked = np.stack(vectors) if vectors else np.zeros((0, p.dim), np.float32)
     clustering = cluster(stacked, method, threshold=t, k=k)
     return {"method": method, "params": clustering.params, "faces": len(faces),
             "clusters": [[faces[j] for j in members] for members in clustering.clusters()]}

@@ -26,12 +26,15 @@ def identify_router(max_top: int) -> APIRouter:
 
     @identify_only.post("/api/identify")
     def identify(image: UploadFile = File(...), top: int = Form(5, ge=1, le=max_top),
-                 threshold: float | None = Form(None, ge=0, le=4), state: ServerState = Depends(get_state)) -> dict:
+                 threshold: float | None = Form(None, ge=0, le=4), min_quality: float | None = Form(None, ge=0, le=1),
+                 state: ServerState = Depends(get_state)) -> dict:
         with state.admitted():
             array = load_upload(image, "image", state.limits)
             identifier = state.identifier(threshold)
             faces = state.run(lambda p: p.embed(array))
         found = identifier.search(np.stack([f.embedding for f in faces]), k=top) if faces else []
+        floor = state.pipeline().min_quality if min_quality is None else min_quality
+        found = [ident.with_quality(f.quality, floor) for f, ident in zip(faces, found)]
         mapped = {"map": identifier.map_name} if identifier.map_name else {}  # a gallery of another model
         return {"width": array.shape[1], "height": array.shape[0], "threshold": identifier.threshold, **mapped,
                 "faces": [{**f.face.to_dict(), **ident.to_dict()} for f, ident in zip(faces, found)]}

@@ -39,6 +39,7 @@ def embed(image: UploadFile = File(...), state: ServerState = Depends(get_state)
 def verify(a: UploadFile = File(..., description="first photo"),
            b: UploadFile = File(..., description="second photo"),
            threshold: float | None = Form(None, ge=0, le=4),
+           min_quality: float | None = Form(None, ge=0, le=1),
            state: ServerState = Depends(get_state)) -> dict:
     from ..comparison import verify as compare
 
@@ -48,15 +49,24 @@ def verify(a: UploadFile = File(..., description="first photo"),
         found = state.run(lambda p: {key: p.embed(array) for key, array in images.items()})  # one turn for both
     faces = {key: _faces(found[key], images[key], f"{key} ({uploads[key].filename})") for key in uploads}
     p = state.pipeline()
-    verdict = compare(faces["a"][0].embedding, faces["b"][0].embedding,
-                      p.threshold if threshold is None else threshold)
+    chosen = faces["a"][0], faces["b"][0]
+    verdict = compare(chosen[0].embedding, chosen[1].embedding, p.threshold if threshold is None else threshold,
+                      (chosen[0].quality or 0.0, chosen[1].quality or 0.0),
+                      p.min_quality if min_quality is None else min_quality)
     out = verdict.to_dict()
     probability = _probability(p, verdict.distance)
     if probability is not None:
         out["probability"] = probability
-    out["faces"] = {k: {"chosen": chosen.face.to_dict(), "all": [f.face.to_dict() for f in found],
+    out["faces"] = {k: {"chosen": _described(chosen), "all": [_described(f) for f in found],
                         "width": int(images[k].shape[1]), "height": int(images[k].shape[0])}
                     for k, (chosen, found) in faces.items()}
+    return out
+
+
+def _described(face) -> dict:
+    """An embedded face's JSON without its embedding: box, score, landmarks, pose, quality."""
+    out = face.to_dict()
+    out.pop("embedding")
     return out
 
 

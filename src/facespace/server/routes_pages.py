@@ -44,7 +44,7 @@ async def health(request: Request) -> dict:
 def info(state: ServerState = Depends(get_state)) -> dict:
     p = state.pipeline()
     out = {"model": p.model_name, "preprocessing_id": p.preprocessing_id, "threshold": p.threshold,
-           "embedding_size": p.embedder.dim,
+           "embedding_size": p.dim,
            "limits": {k: getattr(state.limits, k) for k in Limits.__dataclass_fields__}}
     if state.has_gallery:
         with state.gallery_lock:
