@@ -125,9 +125,11 @@ def test_demo_images_and_keys_only_from_headers(server):
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
     assert photo.content == lfw_image("Aaron_Peirsol", 1).read_bytes()
     assert httpx.get(base + "/demo/1", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    page = httpx.get(base + "/").text  # the page itself needs no key, and never reads one from its URL
-    assert "sessionStorage" in page and 'fetch("/demo/" + i, {headers: headers()})' in page
-    assert 'params.get("key")' not in page and "key=" not in page
+    page = httpx.get(base + "/").text  # the page and its script need no key, and never read one from the URL
+    script = httpx.get(base + "/static/app.js").text
+    assert '<script src="/static/app.js">' in page and "sessionStorage" in script
+    assert 'fetchBlob("/demo/0")' in script and "const init = {method, headers: headers()}" in script
+    assert 'params.get("key")' not in script + page and "key=" not in script + page
 
 
 def test_detect_and_embed(server):

@@ -16,7 +16,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -28,6 +28,7 @@ from .imageio import describe
 if TYPE_CHECKING:
     from .gallery.search import Identification, Identifier
     from .pipeline import FacePipeline
+    from .types import EmbeddedFace
 
 
 @dataclass
@@ -58,8 +59,7 @@ class Track:
     @property
     def embedding(self) -> np.ndarray:
         """Mean of the sightings' embeddings, renormalised to unit length."""
-        mean = np.mean([s.embedding for s in self.sightings], axis=0)
-        return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+        return mean_embedding([s.embedding for s in self.sightings])
 
     @property
     def name(self) -> str:
@@ -88,6 +88,17 @@ class Track:
         if self.identification is not None:
             out.update(self.identification.to_dict())
         return out
+
+
+def mean_embedding(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of unit embeddings, renormalised to unit length (a track's, or some of its sightings')."""
+    mean = np.mean(np.asarray(embeddings, np.float32), axis=0)
+    return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+
+
+def sightings_of(frame: int, faces: "Sequence[EmbeddedFace]") -> list[Sighting]:
+    """One sampled frame's embedded faces as sightings for :class:`IoUTracker`."""
+    return [Sighting(frame, f.face.box.copy(), float(f.face.score), f.embedding) for f in faces]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -162,6 +173,11 @@ class IoUTracker:
                 ids[j] = track.id
         return ids
 
+    def pop_finished(self) -> list[Track]:
+        """The tracks closed since the last call, handed over (a long-running caller keeps no history)."""
+        done, self.finished = self.finished, []
+        return done
+
     def close(self) -> list[Track]:
         """Finish every track; all tracks, in order of first appearance."""
         self.finished.extend(self.active)
@@ -212,7 +228,7 @@ def _opencv_name(path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def _capture(path: str | os.PathLike) -> Iterator[cv2.VideoCapture]:
+def video_capture(path: str | os.PathLike) -> Iterator[cv2.VideoCapture]:
     """An opened ``cv2.VideoCapture`` of ``path``, released afterwards; :class:`FacespaceError`
     when it is missing or unreadable (a name too long, no permission: any ``OSError``)."""
     path = Path(path)
@@ -234,7 +250,7 @@ def _capture(path: str | os.PathLike) -> Iterator[cv2.VideoCapture]:
 
 def video_properties(path: str | os.PathLike) -> tuple[float, int, int, int]:
     """(frames per second, frame count, width, height) from the video's header."""
-    with _capture(path) as capture:
+    with video_capture(path) as capture:
         return (float(capture.get(cv2.CAP_PROP_FPS) or 0.0), int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
                 int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
 
@@ -244,7 +260,7 @@ def sampled_frames(path: str | os.PathLike, every: int = 5, max_frames: int | No
     """(frame index, RGB frame) for every ``every``-th frame; decodes only the frames it returns."""
     if every < 1:
         raise ValueError("every must be at least 1")
-    with _capture(path) as capture:
+    with video_capture(path) as capture:
         index = 0
         while max_frames is None or index < max_frames:
             if index % every == 0:
@@ -275,8 +291,7 @@ def process_video(pipeline: "FacePipeline", path: str | os.PathLike, every: int 
     def flush() -> None:
         results = pipeline.embed_images([f for _, f in pending], on_error="raise")
         for (index, _), result in zip(pending, results):
-            tracker.update([Sighting(index, f.face.box.copy(), float(f.face.score), f.embedding)
-                            for f in result.faces])
+            tracker.update(sightings_of(index, result.faces))
         if bar is not None:
             bar.update(len(pending))
         pending.clear()
@@ -339,7 +354,7 @@ def _writable_name(path: Path) -> Iterator[str]:
 def _write_annotated(result: VideoResult, name: str, out: Path, max_frames: int | None) -> int:
     """Write the annotated frames to the file ``name``; the number of frames written."""
     palette = [(0, 200, 0), (255, 128, 0), (0, 128, 255), (200, 0, 200), (0, 200, 200), (255, 255, 0)]
-    with _capture(result.source) as capture:
+    with video_capture(result.source) as capture:
         writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*"mp4v"), result.fps or 25.0,
                                  (result.width, result.height))
         if not writer.isOpened():

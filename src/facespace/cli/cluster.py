@@ -23,6 +23,7 @@ from ..clustering import LINKAGES, METHODS, cluster, default_threshold
 from ..errors import FacespaceError
 from ..files import image_files
 from ..imageio import describe
+from ..thumbnails import face_thumbnail
 from .common import (_positive_int, add_pipeline_options, add_quiet_option, check_output, output_file,
                      pipeline_from_args, threshold_type, write_errors)
 
@@ -103,19 +104,11 @@ def _embed_faces(pipeline, paths: list[Path], out: Path, progress: bool) -> tupl
             number = len(faces)
             thumb = f"thumbs/face_{number:05d}.jpg"
             with write_errors(out / thumb):
-                _thumbnail(image, face.face.box).save(out / thumb, quality=88)
+                face_thumbnail(image, face.face.box, THUMB).save(out / thumb, quality=88)
             faces.append({"face": number, "image": describe(path), "href": _href(path, out), "thumbnail": thumb,
                           **face.face.to_dict()})
             embeddings.append(face.embedding)
     return faces, errors, embeddings
-
-
-def _thumbnail(image: Image.Image, box: np.ndarray) -> Image.Image:
-    x1, y1, x2, y2 = [float(v) for v in box]
-    side = max(x2 - x1, y2 - y1) * 1.3
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    crop = image.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
-    return crop.resize((THUMB, THUMB), Image.BILINEAR)
 
 
 def _href(path: Path, out: Path) -> str:

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "export",     # export onnx MODEL OUT
     "evaluate",   # evaluate lfw | pairs
     "gallery", "identify", "cluster", "video", "serve",  # gallery enroll|list|..., identify, cluster, video, serve
+    "attend",     # attend SOURCE; attendance export|list
 ]
 #: Entry-point group through which other packages add commands (facespace_train: train, align).
 PLUGIN_GROUP = "facespace.commands"

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--gallery", "-g", metavar="GALLERY", help="gallery file for identify/enrol (created if missing)")
+    p.add_argument("--attendance", metavar="LOG", help="attendance log (of `facespace attend`) served at "
+                                                       "/api/attendance (created if missing)")
     p.add_argument("--api-key-env", metavar="VAR", default="FACESPACE_API_KEY",
                    help="environment variable holding the API key; unset means no key (default FACESPACE_API_KEY)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest uploaded file (default 10 MB)")
@@ -35,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-timeout", type=float, default=30.0, metavar="S",
                    help="seconds an admitted request may wait for an inference thread before a 503 (default 30)")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for identification (default 0.01)")
+    p.add_argument("--albums-root", metavar="DIR",
+                   help="folder whose sub-folders the web app's Albums page may cluster (nothing outside it; "
+                        "default: uploaded photos only)")
     p.add_argument("--demo", nargs=2, metavar="IMG", help="two images served for the page's ?demo= mode")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_pipeline_options(p)
@@ -54,6 +59,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.gallery:
         Gallery(args.gallery).close()  # create it now, and fail early on a bad file
+    if args.attendance:
+        from ..attendance import AttendanceLog
+
+        AttendanceLog(args.attendance).close()  # the same for the attendance log
+    if args.albums_root and not os.path.isdir(args.albums_root):
+        print(f"facespace: error: --albums-root {args.albums_root}: not a folder", file=sys.stderr)
+        return 2
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                     max_request_bytes=int(args.max_upload_mb * 1024 * 1024) * 4 + 65536,
                     max_pixels=int(args.max_megapixels * 1_000_000),
@@ -64,7 +76,8 @@ def run_serve(args: argparse.Namespace) -> int:
     api_key = os.environ.get(args.api_key_env) or None
     app = create_app(lambda: pipeline_from_args(args, max_pixels=limits.max_pixels), gallery_path=args.gallery,
                      api_key=api_key, limits=limits, demo_images=args.demo or (), far=args.far,
-                     security=security, inference_threads=workers)
+                     security=security, inference_threads=workers, albums_root=args.albums_root,
+                     attendance_path=args.attendance)
     serving_threads()
     warm(app)
     print(f"facespace: serving on http://{args.host}:{args.port}/ "

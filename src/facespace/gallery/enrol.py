@@ -10,6 +10,9 @@ hashed as they are; arrays and PIL images have no file, and their embeddings
 are keyed by the vector). An embedding the identity already has is not stored
 again but counted (:attr:`EnrolResult.duplicates`), so enrolling a tree again
 after an interruption, or from two processes at once, stores each image once.
+
+The identity's thumbnail (:meth:`~facespace.gallery.store.Gallery.put_thumbnail`) is the face
+crop of its first usable image, made when it has none yet or its embeddings were replaced.
 """
 
 from __future__ import annotations
@@ -52,21 +55,38 @@ def enroll_images(gallery: "Gallery", pipeline: "FacePipeline", name: str, image
     names = list(sources) if sources is not None else [describe(i) for i in images]
     keys: list[_Keyed] = []
     results = pipeline.embed_images(_keyed_inputs(images, keys), on_error="report")
-    vectors, used, hashes, skipped = [], [], [], []
-    for label, result, key in zip(names, results, keys):
+    vectors, used, hashes, skipped, first = [], [], [], [], None
+    for index, (label, result, key) in enumerate(zip(names, results, keys)):
         if not result.ok:
             skipped.append((label, key.message(result.error or "unreadable")))
         elif not result.faces:
             skipped.append((label, "no face found"))
         else:
-            vectors.append(choose_face(result.faces, rule="largest").embedding)
+            face = choose_face(result.faces, rule="largest")
+            vectors.append(face.embedding)
+            first = first or (images[index], face.face.box)
             used.append(label)
             hashes.append(key.hash)
     if not vectors:
         return EnrolResult(name=name, added=0, skipped=skipped)
     stored = gallery.store_embeddings(name, np.stack(vectors), used, model=pipeline.model_name,
                                       preprocessing_id=pipeline.preprocessing_id, replace=replace, hashes=hashes)
+    if first is not None and (replace or gallery.thumbnail(name) is None):
+        _store_thumbnail(gallery, pipeline, name, *first)
     return EnrolResult(name=name, added=stored.added, skipped=skipped, duplicates=stored.duplicates)
+
+
+def _store_thumbnail(gallery: "Gallery", pipeline: "FacePipeline", name: str, image: "ImageInput",
+                     box: np.ndarray) -> None:
+    """The face crop of ``image`` as ``name``'s thumbnail; an image gone since it was embedded gives none."""
+    from ..errors import FacespaceError
+    from ..thumbnails import thumbnail_jpeg
+
+    try:
+        array = pipeline.load(image)
+    except FacespaceError:  # read a moment ago: changed or removed since; the embeddings are stored
+        return
+    gallery.put_thumbnail(name, thumbnail_jpeg(array, box))
 
 
 @dataclass(frozen=True)

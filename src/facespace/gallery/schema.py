@@ -20,6 +20,8 @@ Opening for writing brings an older gallery up to :data:`SCHEMA_VERSION`, in
 one transaction. Version 2 keys each embedding by (identity, content hash):
 the sha256 of the image file it came from, or of its own float32 bytes when it
 had no file; a UNIQUE index makes storing the same embedding twice impossible.
+Version 3 adds ``thumbnails``: one small JPEG face crop per identity, keyed by the
+identity's id (so a rename keeps it and removing the identity removes it).
 """
 
 from __future__ import annotations
@@ -29,23 +31,31 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Literal, get_args
+from typing import Iterator, Literal, Sequence, get_args
 
 from ..errors import check_choice
 from .records import GalleryError, vector_hash
 
-__all__ = ["GalleryMode", "GALLERY_MODES", "SCHEMA_VERSION", "open_database", "write_transaction"]
+__all__ = ["GalleryMode", "GALLERY_MODES", "SCHEMA_VERSION", "open_database", "write_transaction", "connect",
+           "check_sqlite_file", "create_database"]
 
 #: How :class:`~.store.Gallery` opens its file (see the module's notes).
 GalleryMode = Literal["create", "write", "read"]
 GALLERY_MODES: tuple[str, ...] = get_args(GalleryMode)
 
 #: 1: identities, embeddings, meta. 2: embeddings.content_hash, UNIQUE (identity_id, content_hash).
-SCHEMA_VERSION = 2
+#: 3: thumbnails (identity_id PRIMARY KEY -> identities.id ON DELETE CASCADE, jpeg BLOB, created).
+SCHEMA_VERSION = 3
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _UNIQUE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS embeddings_content ON embeddings(identity_id, content_hash)"
+
+_THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails (
+        identity_id INTEGER PRIMARY KEY REFERENCES identities(id) ON DELETE CASCADE,
+        jpeg        BLOB NOT NULL,
+        created     REAL NOT NULL
+    )"""
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -61,6 +71,7 @@ _SCHEMA = (
     )""",
     "CREATE INDEX embeddings_identity ON embeddings(identity_id)",
     _UNIQUE_INDEX,
+    _THUMBNAILS,
 )
 
 
@@ -73,7 +84,7 @@ def open_database(path: Path, mode: GalleryMode, timeout: float) -> tuple[sqlite
         _create(path, timeout)
     version = _gallery_version(path, timeout)
     try:
-        conn = _connect(path, "ro" if mode == "read" else "rw", timeout)
+        conn = connect(path, "ro" if mode == "read" else "rw", timeout)
     except sqlite3.Error as exc:
         raise GalleryError(f"{path}: cannot open the gallery ({exc})") from exc
     if mode == "read":
@@ -97,24 +108,16 @@ def _prepare_for_writing(conn: sqlite3.Connection, path: Path, version: int) -> 
         _migrate(conn, path)
 
 
-def _connect(path: Path, how: Literal["ro", "rw", "rwc"], timeout: float) -> sqlite3.Connection:
-    """An autocommit connection by URI, so ``mode=ro`` / ``mode=rw`` never create a file."""
+def connect(path: Path, how: Literal["ro", "rw", "rwc"], timeout: float) -> sqlite3.Connection:
+    """An autocommit connection by URI, so ``mode=ro`` / ``mode=rw`` never create a file (galleries
+    and facespace's other SQLite files, the attendance log)."""
     uri = f"{path.resolve().as_uri()}?mode={how}"
     return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
 
 
 def _gallery_version(path: Path, timeout: float) -> int:
     """The schema version of the gallery at ``path``; GalleryError (the file untouched) if it is none."""
-    if path.is_dir():
-        raise GalleryError(f"{path}: is a folder, not a gallery file")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise GalleryError(f"{path}: cannot read the gallery ({exc.strerror or exc})") from exc
-    if head != _SQLITE_MAGIC:
-        raise GalleryError(f"{path} is not a facespace gallery ("
-                           + ("an empty file)" if not head else "not an SQLite database)"))
+    check_sqlite_file(path, "gallery", "a facespace gallery", GalleryError)
     sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
     existed = [side.exists() for side in sides]
     try:
@@ -138,13 +141,28 @@ _GALLERY_TABLES = frozenset({"meta", "identities", "embeddings"})
 
 def _probe(path: Path, timeout: float) -> tuple[set[str], tuple | None]:
     """(table names, the schema row or None) read through a read-only connection."""
-    conn = _connect(path, "ro", timeout)
+    conn = connect(path, "ro", timeout)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
     finally:
         conn.close()
     return tables, row
+
+
+def check_sqlite_file(path: Path, what: str, kind: str, error: type[Exception]) -> None:
+    """``error`` unless ``path`` is a readable SQLite file (not a folder, not empty, the SQLite
+    header); read with a plain ``open``, so a file refused is left untouched. ``what`` names the
+    file in messages ("gallery"), ``kind`` what it is not, with its article ("a facespace gallery")."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not {kind} file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+    if head != _SQLITE_MAGIC:
+        raise error(f"{path} is not {kind} (" + ("an empty file)" if not head else "not an SQLite database)"))
 
 
 def _remove_new_sides(sides: list[Path], existed: list[bool]) -> None:
@@ -156,24 +174,32 @@ def _remove_new_sides(sides: list[Path], existed: list[bool]) -> None:
 
 def _create(path: Path, timeout: float) -> None:
     """A new, empty gallery at ``path``, complete before it appears there (unless one appeared first)."""
+    create_database(path, timeout, _SCHEMA, [("schema", str(SCHEMA_VERSION)), ("generation", "0")],
+                    "gallery", GalleryError)
+
+
+def create_database(path: Path, timeout: float, statements: Sequence[str], meta: Sequence[tuple[str, str]],
+                    what: str, error: type[Exception]) -> None:
+    """A new SQLite file at ``path`` in WAL mode made by ``statements`` with ``meta`` rows, built
+    under a temporary name and linked into place complete: another process never sees it half
+    made, and of two creators at once the first one's file is used. ``error`` names ``what`` failed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(tmp, "rwc", timeout)
+        conn = connect(tmp, "rwc", timeout)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            with write_transaction(conn, path) as cur:
-                for statement in _SCHEMA:
+            with write_transaction(conn, path, what, error) as cur:
+                for statement in statements:
                     cur.execute(statement)
-                cur.executemany("INSERT INTO meta VALUES (?, ?)",
-                                [("schema", str(SCHEMA_VERSION)), ("generation", "0")])
+                cur.executemany("INSERT INTO meta VALUES (?, ?)", meta)
         finally:
             conn.close()
         _link_into_place(tmp, path)
     except sqlite3.Error as exc:
-        raise GalleryError(f"{path}: cannot create the gallery ({exc})") from exc
+        raise error(f"{path}: cannot create the {what} ({exc})") from exc
     except OSError as exc:
-        raise GalleryError(f"{path}: cannot create the gallery ({exc.strerror or exc})") from exc
+        raise error(f"{path}: cannot create the {what} ({exc.strerror or exc})") from exc
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
             leftover.unlink(missing_ok=True)
@@ -184,7 +210,7 @@ def _link_into_place(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        return  # another enroller created it first: theirs is used
+        return  # another process created it first: theirs is used
     except OSError:  # a file system without hard links
         if not path.exists():
             os.replace(tmp, path)
@@ -196,6 +222,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         version = int(cur.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0])
         if version < 2:
             _migrate_1_to_2(conn, cur)
+        if version < 3:
+            cur.execute(_THUMBNAILS)  # 2 -> 3: a new table, nothing stored changes
         cur.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 
@@ -212,9 +240,11 @@ def _migrate_1_to_2(conn: sqlite3.Connection, cur: sqlite3.Cursor) -> None:
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Cursor]:
+def write_transaction(conn: sqlite3.Connection, path: Path, what: str = "gallery",
+                      error: type[Exception] = GalleryError) -> Iterator[sqlite3.Cursor]:
     """One write transaction: everything inside commits together or not at all. An SQLite failure
-    (a full disk, a lock held past the timeout) rolls it back and becomes one GalleryError."""
+    (a full disk, a lock held past the timeout) rolls it back and becomes one ``error`` (GalleryError;
+    the attendance log, another database of facespace's, passes its own and its ``what``)."""
     cur = conn.cursor()
     try:
         cur.execute("BEGIN IMMEDIATE")
@@ -226,8 +256,8 @@ def write_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[sqlite3.
         cur.execute("COMMIT")
     except sqlite3.Error as exc:
         _rollback(conn)
-        raise GalleryError(f"{path}: cannot write to the gallery ({exc}{_disk_hint(exc)}); the change was "
-                           "rolled back, what was committed before is intact") from exc
+        raise error(f"{path}: cannot write to the {what} ({exc}{_disk_hint(exc)}); the change was "
+                    "rolled back, what was committed before is intact") from exc
     finally:
         cur.close()
 

@@ -1,10 +1,13 @@
 """A gallery of enrolled identities, kept in one SQLite file.
 
-Tables (schema version 2, see :mod:`.schema`):
+Tables (schema version 3, see :mod:`.schema`):
 
 ``identities``  (id, name UNIQUE, created)
 ``embeddings``  (id, identity_id -> identities.id ON DELETE CASCADE, vector BLOB of
                 float32, dim, source, created, content_hash; UNIQUE (identity_id, content_hash))
+``thumbnails``  (identity_id PRIMARY KEY -> identities.id ON DELETE CASCADE, jpeg, created):
+                one small face crop per identity for people to look at; a rename keeps it,
+                a removal takes it along
 ``meta``        (key, value): the ``model`` and ``preprocessing_id`` every
                 embedding was made with (set by the first enrolment), their
                 ``dim``, the schema version and a ``generation`` counter that
@@ -299,9 +302,30 @@ class Gallery:
                 raise UnknownIdentityError(f"no identity named {name!r} in {self.path}")
             count = cur.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id=?", row).fetchone()[0]
             cur.execute("DELETE FROM embeddings WHERE identity_id=?", row)
+            cur.execute("DELETE FROM thumbnails WHERE identity_id=?", row)
             cur.execute("DELETE FROM identities WHERE id=?", row)
             self._bump(cur)
         return count
+
+    def put_thumbnail(self, name: str, jpeg: bytes) -> None:
+        """Keep ``jpeg`` (a small face crop, see :mod:`facespace.thumbnails`) as ``name``'s picture,
+        replacing any earlier one. Pictures are not embeddings: the generation does not change."""
+        if not isinstance(jpeg, (bytes, bytearray)) or not jpeg:
+            raise GalleryError("a thumbnail is a non-empty JPEG byte string")
+        with self.transaction() as cur:
+            row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UnknownIdentityError(f"no identity named {name!r} in {self.path}")
+            cur.execute("INSERT OR REPLACE INTO thumbnails (identity_id, jpeg, created) VALUES (?, ?, ?)",
+                        (row[0], bytes(jpeg), time.time()))
+
+    def thumbnail(self, name: str) -> bytes | None:
+        """``name``'s picture as JPEG bytes; None if it has none (or the gallery predates them)."""
+        if self._schema < 3:  # an older gallery opened read-only: no table to read
+            return None
+        row = self._conn.execute("SELECT t.jpeg FROM thumbnails t JOIN identities i ON i.id = t.identity_id "
+                                 "WHERE i.name=?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def matrix(self) -> GalleryMatrix:
         """Every embedding with its identity, read in one consistent snapshot."""

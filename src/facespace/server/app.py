@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from fastapi import FastAPI
 
-from . import routes_cluster, routes_gallery, routes_inference, routes_pages
+from . import routes_albums, routes_cluster, routes_gallery, routes_inference, routes_pages, routes_people
+from . import routes_attendance
 from .errors import ApiError, install_error_handling
 from .pool import ShedWhenFull
 from .security import Security, SecurityMiddleware
@@ -45,6 +46,8 @@ def create_app(
     index: str = "auto",
     security: Security = Security(),
     inference_threads: int = 1,
+    albums_root: str | Path | None = None,
+    attendance_path: str | Path | None = None,
 ) -> FastAPI:
     """The facespace REST app.
 
@@ -53,20 +56,23 @@ def create_app(
     (if set) must come as ``X-API-Key`` or ``Authorization: Bearer`` on every
     ``/api`` call and ``/demo``; ``demo_images`` are served at ``/demo/<i>`` for the
     page's demo mode; ``security`` names the hosts and origins answered (default:
-    loopback names only); ``inference_threads`` pipelines run at once.
+    loopback names only); ``inference_threads`` pipelines run at once; ``albums_root`` is the folder whose
+    sub-folders the web app may cluster as albums (None: uploads only).
     """
     from ..version import __version__
 
     app = FastAPI(title="facespace", version=__version__,
                   description="FaceNet face detection, embedding, verification, identification and clustering.")
-    state = ServerState(pipeline_factory, gallery_path, api_key, limits, demo_images, far, index, inference_threads)
+    state = ServerState(pipeline_factory, gallery_path, api_key, limits, demo_images, far, index, inference_threads,
+                        albums_root, attendance_path=attendance_path)
     app.state.facespace = state
     install_error_handling(app)
     app.add_middleware(ShedWhenFull, pool=state.pool)
     app.add_middleware(SecurityMiddleware, security=security)  # added last: runs first
     for router in (routes_pages.router, routes_inference.router, routes_gallery.identify_router(limits.max_top),
-                   routes_gallery.router, routes_cluster.router):
+                   routes_gallery.router, routes_cluster.router, routes_people.router, routes_albums.router):
         app.include_router(router)
+    app.include_router(routes_attendance.router)  # attendance: needs attendance_path (serve --attendance)
     return app
 
 

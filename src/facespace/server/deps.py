@@ -8,6 +8,7 @@ URL (URLs end up in access logs and browser histories).
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 import numpy as np
 from fastapi import Depends, Request, UploadFile
@@ -68,15 +69,43 @@ def read_images(uploads: list[UploadFile], limits: Limits) -> list[bytes]:
     Each is checked from its header (a readable format, within ``max_pixels``), and together
     they must be at most ``max_files`` and ``max_request_pixels`` decoded pixels (413).
     """
-    if len(uploads) > limits.max_files:
+    _check_count(len(uploads), limits)
+    images = [read_upload(upload, f"images[{i}]", limits) for i, upload in enumerate(uploads)]
+    _check_pixels(images, [f"images[{i}] ({u.filename})" for i, u in enumerate(uploads)], limits)
+    return images
+
+
+def read_files(paths: list[Path], labels: list[str], limits: Limits) -> list[bytes]:
+    """Image files on the server (an album folder) as bytes, within the same limits as uploads:
+    ``max_files``, ``max_upload_bytes`` each, their headers' pixels."""
+    _check_count(len(paths), limits)
+    images = []
+    for path, label in zip(paths, labels):
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(limits.max_upload_bytes + 1)
+        except OSError as exc:
+            raise ImageLoadError(f"{label}: cannot read it ({exc.strerror or exc})") from None
+        if len(data) > limits.max_upload_bytes:
+            raise ApiError(413, "upload_too_large", f"{label} is over the limit of {limits.max_upload_bytes:,} bytes")
+        if not data:
+            raise ImageLoadError(f"{label}: empty file")
+        images.append(data)
+    _check_pixels(images, labels, limits)
+    return images
+
+
+def _check_count(files: int, limits: Limits) -> None:
+    if files > limits.max_files:
         raise ApiError(413, "too_many_files", f"at most {limits.max_files} images per request")
-    images, pixels = [], 0
-    for i, upload in enumerate(uploads):
-        field = f"images[{i}]"
-        images.append(read_upload(upload, field, limits))
-        width, height = image_size(images[-1], limits.max_pixels, f"{field} ({upload.filename})")
+
+
+def _check_pixels(images: list[bytes], labels: list[str], limits: Limits) -> None:
+    """Each image readable from its header within ``max_pixels``, all of them within ``max_request_pixels``."""
+    pixels = 0
+    for data, label in zip(images, labels):
+        width, height = image_size(data, limits.max_pixels, label)
         pixels += width * height
     if pixels > limits.max_request_pixels:
         raise ApiError(413, "too_many_pixels", f"the images hold {pixels:,} pixels in all, over the limit of "
                                                f"{limits.max_request_pixels:,} per request")
-    return images

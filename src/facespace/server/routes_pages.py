@@ -1,4 +1,7 @@
-"""The page and service routes: ``/``, ``/demo/<i>``, ``/health`` and ``/api/info``.
+"""The page and service routes: ``/`` (the web app), ``/static/<file>``, ``/demo/<i>``, ``/health`` and ``/api/info``.
+
+The web app's page and script need no key (they hold no data); everything they show comes from
+the keyed API.
 
 ``/demo/<i>`` is a stored photo: it needs the API key as ``/api`` does. ``/health`` runs on the
 event loop and touches no lock, so it is answered at once however busy inference is.
@@ -21,7 +24,16 @@ def page(state: ServerState = Depends(get_state)) -> HTMLResponse:
     from .page import render_page
 
     return HTMLResponse(render_page(requires_key=state.api_key is not None, demos=len(state.demos),
-                                    has_gallery=state.has_gallery))
+                                    has_gallery=state.has_gallery, albums=state.albums.root is not None))
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    from .page import STATIC_FILES, static_file
+
+    if name not in STATIC_FILES:
+        raise ApiError(404, "not_found", f"no file {name!r}")
+    return Response(static_file(name), media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/demo/{number}", include_in_schema=False, dependencies=AUTH)

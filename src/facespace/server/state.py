@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
+from .albums import AlbumStore
 from .errors import ApiError
 from .pool import InferencePool
 
 if TYPE_CHECKING:
+    from ..attendance import AttendanceLog
     from ..gallery import Gallery, Identifier
     from ..pipeline import FacePipeline
 
@@ -44,7 +46,8 @@ class ServerState:
 
     def __init__(self, factory: Callable[[], "FacePipeline"], gallery_path: str | Path | None = None,
                  api_key: str | None = None, limits: Limits = Limits(), demos: Sequence[str | Path] = (),
-                 far: float = 0.01, index: str = "auto", inference_threads: int = 1) -> None:
+                 far: float = 0.01, index: str = "auto", inference_threads: int = 1,
+                 albums_root: str | Path | None = None, attendance_path: str | Path | None = None) -> None:
         self.pool = InferencePool(factory, inference_threads, limits.max_queue, limits.queue_timeout)
         self.limits = replace(limits, max_queue=self.pool.max_queue)
         self.api_key = api_key
@@ -54,6 +57,9 @@ class ServerState:
         self.gallery_lock = threading.RLock()
         self._gallery: Gallery | None = None
         self._identifiers: dict = {}
+        self.attendance_path = attendance_path
+        self._attendance: AttendanceLog | None = None
+        self.albums = AlbumStore(albums_root)
 
     @property
     def has_gallery(self) -> bool:
@@ -93,6 +99,17 @@ class ServerState:
         if self._gallery is None:
             self._gallery = Gallery(self.gallery_path)
         return self._gallery
+
+    def attendance(self) -> "AttendanceLog":
+        """The attendance log ``facespace attend`` writes (404 ``no_attendance`` without one)."""
+        from ..attendance import AttendanceLog
+
+        if self.attendance_path is None:
+            raise ApiError(404, "no_attendance", "this server has no attendance log (start it with --attendance)")
+        with self.gallery_lock:
+            if self._attendance is None:
+                self._attendance = AttendanceLog(self.attendance_path, mode="write")
+            return self._attendance
 
     def identifier(self, threshold: float | None) -> "Identifier":
         from ..gallery import Identifier
