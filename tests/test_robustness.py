@@ -144,3 +144,21 @@ def test_evaluate_reports_a_reject_curve(tmp_path):
     assert curve[0]["rejected"] == 0 and curve[0]["accuracy"] == pytest.approx(report["metrics"]["accuracy"])
     assert [c["pairs"] for c in curve] == sorted((c["pairs"] for c in curve), reverse=True)
     assert curve[-1]["pairs"] < curve[0]["pairs"]
+
+
+def test_upright_crop_levels_a_turned_face(pipeline):
+    from facespace.alignment import margin_crop, upright_crop
+
+    image = load_image(lfw_image("Aaron_Peirsol", 1))
+    face = pipeline.detect(image)[0]
+    level = np.array(face.landmarks, dtype=np.float64)
+    level[1, 1] = level[0, 1]  # eyes level: exactly the margin crop
+    assert np.array_equal(upright_crop(image, face.box, level), margin_crop(image, face.box))
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), -25, 1.0)  # the head rolled by 25 degrees
+    rolled = cv2.warpAffine(image, turn, (w, h))
+    found = pipeline.detect(rolled)[0]
+    assert abs(found.pose.roll - face.pose.roll) > 15
+    crop = upright_crop(rolled, found.box, found.landmarks)
+    again = pipeline.detect_arrays([cv2.resize(crop, (250, 250))])[0][0]
+    assert abs(again.pose.roll) < 6  # levelled

@@ -15,6 +15,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, get_args
 
+from ..errors import OptionError
 from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
 
 
@@ -93,6 +94,11 @@ def open_gallery(path: str, mode: "GalleryMode" = "read"):
 def pipeline_for_gallery(args: argparse.Namespace, gallery):
     """The pipeline the options ask for; the model defaults to the one the gallery was built with."""
     model = getattr(args, "model", None)
+    if getattr(args, "preset", None) is not None:
+        return pipeline_from_args(args)  # the preset names its models; the gallery checks them
+    if model is None and gallery is not None and gallery.model and "+" in gallery.model:
+        raise OptionError(f"the gallery holds fused embeddings of {gallery.model} (a preset's): pass the --preset "
+                          "it was built with")
     if model is None and gallery is not None:
         model = gallery.model
     return pipeline_from_args(args, model=model)
