@@ -18,7 +18,7 @@ import numpy as np
 from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id
 from .comparison import verify as verify_embeddings
 from .detection.types import DETECT_PIXELS, Detector, DetectorBackend
-from .embedding import Backend, Embedder
+from .embedding import BF16_PRECISION, Backend, Embedder, EmbeddingModel
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
@@ -84,7 +84,8 @@ class FacePipeline:
     ``backend`` runs the embedding network with ``"torch"`` (any device; float16
     batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
     within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
-    its embeddings are labelled ``precision=int8:<id>``). Detection (MTCNN) always runs in torch on ``device``.
+    its embeddings are labelled ``precision=int8:<id>``) or ``"torch-bf16"`` (matrix products in
+    bfloat16, labelled ``precision=bf16:...``). Detection (MTCNN) always runs in torch on ``device``.
     ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
     ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`).
     """
@@ -104,8 +105,12 @@ class FacePipeline:
         threshold: float | None = None,
         backend: Backend = "torch",
         face_choice: FaceChoice = "largest",
+        embedder: EmbeddingModel | None = None,
     ) -> None:
-        self.embedder = Embedder(model, device=device, batch_size=batch_size, flip=flip, backend=backend)
+        # ``embedder``: one made elsewhere (the server's, shared by its workers), instead of
+        # building one from model, device, batch_size, flip and backend.
+        self.embedder = embedder if embedder is not None else Embedder(model, device=device, batch_size=batch_size,
+                                                                       flip=flip, backend=backend)
         align = align or self.embedder.config.align  # the registry's best-measured crop for this model
         self.align: AlignMode = check_choice(align, AlignMode, "alignment")
         self.fallback: Fallback = check_choice(fallback, Fallback, "fallback")
@@ -145,6 +150,8 @@ class FacePipeline:
             from .runtime.quantize import int8_id
 
             out["precision"] = f"int8:{int8_id(self.model_name)}"
+        if self.embedder.backend == "torch-bf16":
+            out["precision"] = BF16_PRECISION
         return out
 
     @property
@@ -284,6 +291,12 @@ class FacePipeline:
 
     # -- comparison ----------------------------------------------------------------
     def verify(self, a: ImageInput, b: ImageInput) -> Verification:
-        """Whether the chosen faces (``face_choice``) of two images show the same person."""
-        first, second = self.embed_one(a), self.embed_one(b)
-        return verify_embeddings(first.embedding, second.embedding, self.threshold)
+        """Whether the chosen faces (``face_choice``) of two images show the same person; the two
+        images are detected, and their faces embedded, as one batch."""
+        arrays = [self.load(a), self.load(b)]
+        chosen = []
+        for source, array, result in zip((a, b), arrays, self.embed_images(arrays, on_error="raise")):
+            chosen.append(choose_face(result.faces, array.shape, self.face_choice))
+            if chosen[-1] is None:
+                raise NoFaceError(f"{describe(source)}: no face found")
+        return verify_embeddings(chosen[0].embedding, chosen[1].embedding, self.threshold)
