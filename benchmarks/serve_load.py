@@ -4,7 +4,8 @@
     python benchmarks/serve_load.py --seconds 5 --clients 4 16 --configs 1x1
 
 For each of ``--configs``, ``WxT``: W inference threads (``--inference-threads``) of T torch threads
-each (``FACESPACE_NUM_THREADS``), a fresh server is started on 127.0.0.1 (a free port; nothing
+each (``FACESPACE_NUM_THREADS``; ``WxTbMS``: with ``--batch-window-ms MS``, the workers sharing one
+network that embeds the faces of concurrent requests together), a fresh server is started on 127.0.0.1 (a free port; nothing
 else is contacted) with a small gallery, enrolled through the REST API (``--people`` LFW people, two
 photos each). Then, for each number of ``--clients`` in turn, that many client threads (one
 keep-alive httpx connection each) send requests for ``--seconds``: two identify requests (a third
@@ -64,11 +65,20 @@ def pick_people(count: int) -> tuple[list[list[Path]], list[Path]]:
     return people, strangers
 
 
+def parse_config(config: str) -> tuple[str, str, str | None]:
+    """``WxT`` or ``WxTbMS``: (inference threads, torch threads, batch window in ms or None)."""
+    workers, rest = config.split("x")
+    torch_threads, _, window = rest.partition("b")
+    return workers, torch_threads, window or None
+
+
 class Server:
     """``facespace serve`` in a subprocess on a loopback port, with its gallery in a temporary folder."""
 
     def __init__(self, folder: Path, config: str, extra: list[str]) -> None:
-        workers, torch_threads = config.split("x")
+        workers, torch_threads, window = parse_config(config)
+        if window:
+            extra = ["--batch-window-ms", window, *extra]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -229,8 +239,9 @@ def markdown(result: dict) -> str:
              f"load average before {result['machine'].get('load_average')}), {result['machine'].get('date')}.",
              "", result["method"], ""]
     for config in result["configs"]:
-        workers, torch_threads = config["config"].split("x")
-        lines += [f"## {workers} inference thread(s) x {torch_threads} torch thread(s)", "",
+        workers, torch_threads, window = parse_config(config["config"])
+        batching = f", faces of concurrent requests gathered for {window} ms" if window else ""
+        lines += [f"## {workers} inference thread(s) x {torch_threads} torch thread(s){batching}", "",
                   f"`{config['command']}`; admission queue {config['server']}.", "",
                   f"RSS after warm-up {config['rss_after_warmup_mb']} MB; after each run: "
                   + ", ".join(f"{r['rss_after_mb']} MB" for r in config["runs"]) + ".", "",
@@ -254,7 +265,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=2, help="times the levels run on one server (default 2)")
     parser.add_argument("--configs", nargs="+", default=["2x1", "1x1", "1x2"],
                         help="one server for each WxT: W inference threads of T torch threads (default 2x1, what "
-                             "`facespace serve` does on 2 cores; 1x1; 1x2, torch's own default)")
+                             "`facespace serve` does on 2 cores; 1x1; 1x2, torch's own default); WxTbMS adds "
+                             "--batch-window-ms MS")
     parser.add_argument("--people", type=int, default=10, help="identities enrolled (default 10)")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],
                         help="more `facespace serve` options, last on the line")

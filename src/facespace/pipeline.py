@@ -19,7 +19,7 @@ import numpy as np
 from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id, upright_crop
 from .comparison import verify as verify_embeddings
 from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, SecondPass
-from .embedding import Backend, Embedder
+from .embedding import BF16_PRECISION, Backend, Embedder, EmbeddingModel
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
@@ -130,7 +130,8 @@ class FacePipeline:
     ``backend`` runs the embedding network with ``"torch"`` (any device; float16
     batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
     within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
-    its embeddings are labelled ``precision=int8:<id>``). Detection (MTCNN) always runs in torch on ``device``.
+    its embeddings are labelled ``precision=int8:<id>``) or ``"torch-bf16"`` (matrix products in
+    bfloat16, labelled ``precision=bf16:...``). Detection (MTCNN) always runs in torch on ``device``.
     ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
     ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`). ``preset`` ("fast",
     "balanced", "accurate"; :mod:`facespace.presets`) sets the views, runtime and threshold;
@@ -155,13 +156,17 @@ class FacePipeline:
         second_pass: SecondPass = "relaxed",
         min_quality: float | None = None,
         preset: Preset | None = None,
+        embedder: EmbeddingModel | None = None,
     ) -> None:
+        # ``embedder``: one made elsewhere (the server's, shared by its workers) for the views of its
+        # model, instead of building one from model, device, batch_size, flip and backend.
         self.preset: PresetConfig | None = get_preset(preset) if preset is not None else None
-        self.views = _views(model, align, flip, self.preset)
+        self.views = _views(model or (embedder.name if embedder is not None and preset is None else None),
+                            align, flip, self.preset)
         if self.preset is not None and backend != "torch":
             raise OptionError(f"preset {self.preset.name!r} sets the embedding runtime; drop backend={backend!r}")
         backend = self.preset.backend if self.preset is not None else backend
-        self.embedders: dict[str, Embedder] = {}
+        self.embedders: dict[str, EmbeddingModel] = {embedder.name: embedder} if embedder is not None else {}
         for view in self.views:
             self.embedders.setdefault(view.model, Embedder(view.model, device=device, batch_size=batch_size,
                                                            flip=view.flip, backend=backend))
@@ -210,6 +215,8 @@ class FacePipeline:
             from .runtime.quantize import int8_id
 
             out["precision"] = f"int8:{int8_id(view.model)}"
+        if embedder.backend == "torch-bf16":
+            out["precision"] = BF16_PRECISION
         return out
 
     @property
@@ -398,8 +405,15 @@ class FacePipeline:
 
     # -- comparison ----------------------------------------------------------------
     def verify(self, a: ImageInput, b: ImageInput) -> Verification:
-        """Whether the chosen faces (``face_choice``) of two images show the same person; with
-        ``min_quality`` set, no verdict ("low_quality") when either face is below it."""
-        first, second = self.embed_one(a), self.embed_one(b)
+        """Whether the chosen faces (``face_choice``) of two images show the same person; the two
+        images are detected, and their faces embedded, as one batch. With ``min_quality`` set, no
+        verdict ("low_quality") when either face is below it."""
+        arrays = [self.load(a), self.load(b)]
+        chosen = []
+        for source, array, result in zip((a, b), arrays, self.embed_images(arrays, on_error="raise")):
+            chosen.append(choose_face(result.faces, array.shape, self.face_choice))
+            if chosen[-1] is None:
+                raise NoFaceError(f"{describe(source)}: no face found")
+        first, second = chosen
         return verify_embeddings(first.embedding, second.embedding, self.threshold,
                                  (first.quality or 0.0, second.quality or 0.0), self.min_quality)

@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "answered 503 with Retry-After at once (default 2 x inference threads + 2)")
     p.add_argument("--queue-timeout", type=float, default=30.0, metavar="S",
                    help="seconds an admitted request may wait for an inference thread before a 503 (default 30)")
+    p.add_argument("--batch-window-ms", type=float, default=0.0, metavar="MS",
+                   help="embed the faces of concurrent requests together: the inference threads share one "
+                        "network and a request waits up to MS ms for others' faces (default 0: each thread "
+                        "embeds its own request with its own network)")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for identification (default 0.01)")
     p.add_argument("--albums-root", metavar="DIR",
                    help="folder whose sub-folders the web app's Albums page may cluster (nothing outside it; "
@@ -74,7 +78,16 @@ def run_serve(args: argparse.Namespace) -> int:
     security = Security.for_server(args.host, args.port, args.allowed_hosts, args.allowed_origins)
     workers = args.inference_threads or default_workers()
     api_key = os.environ.get(args.api_key_env) or None
-    app = create_app(lambda: pipeline_from_args(args, max_pixels=limits.max_pixels), gallery_path=args.gallery,
+    if not 0 <= args.batch_window_ms <= 1000:
+        print(f"facespace: error: --batch-window-ms must lie in [0, 1000], got {args.batch_window_ms:g}",
+              file=sys.stderr)
+        return 2
+    factory = lambda **kw: pipeline_from_args(args, max_pixels=limits.max_pixels, **kw)  # noqa: E731
+    if args.batch_window_ms > 0:
+        from ..server.batching import sharing_embedder
+
+        factory = sharing_embedder(factory, args.batch_window_ms / 1000)
+    app = create_app(factory, gallery_path=args.gallery,
                      api_key=api_key, limits=limits, demo_images=args.demo or (), far=args.far,
                      security=security, inference_threads=workers, albums_root=args.albums_root,
                      attendance_path=args.attendance)

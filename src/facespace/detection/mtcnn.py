@@ -44,8 +44,10 @@ _CELL = 12
 _STRIDE = 2
 # A padded P-Net batch may hold at most this much more area than its images.
 _PAD_SLACK = 1.3
-# Crops per R-Net / O-Net forward pass.
-_CHUNK = 1024
+# Crops per R-Net / O-Net forward pass: small enough that a pass's activations stay in the core's
+# L2 cache. Measured on one core (CPU time, 800 R-Net / 160 O-Net crops): R-Net 35 ms in chunks
+# of 32 against 87 ms in chunks of 1024, O-Net 38 against 88; 16 and 64 are within 10% of 32.
+_CHUNK = 32
 
 
 class MTCNN:

@@ -9,7 +9,8 @@ FaceNet paper's "FLOPS" columns are computed (they are multiply-adds).
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -32,9 +33,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def layer_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> list[tuple[str, str, int]]:
-    """(layer name, output shape, multiply-adds) per Conv2d/Linear layer for one image."""
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+@contextmanager
+def recording_mult_adds(*models: nn.Module) -> Iterator[list[tuple[str, str, int]]]:
+    """While the block runs, (layer name, output shape, multiply-adds) of every Conv2d/Linear call of
+    ``models`` on whatever inputs they get (all images of a batch): what a real run costs, e.g.
+    MTCNN's pyramid, whose cost depends on the image."""
     rows: list[tuple[str, str, int]] = []
     hooks = []
 
@@ -43,25 +46,34 @@ def layer_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> list
             out = output[0] if isinstance(output, (tuple, list)) else output
             if isinstance(module, nn.Conv2d):
                 per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-                macs = per_output * out[0].numel()
+                macs = per_output * out.numel()
             else:
-                macs = module.in_features * module.out_features * (out[0].numel() // module.out_features)
+                macs = module.in_features * out.numel()
             rows.append((name, "x".join(str(d) for d in out.shape[1:]), int(macs)))
         return run
 
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(hook(name)))
+    for model in models:
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                hooks.append(module.register_forward_hook(hook(name)))
+    try:
+        yield rows
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def layer_mult_adds(model: nn.Module, input_size: int | tuple[int, int]) -> list[tuple[str, str, int]]:
+    """(layer name, output shape, multiply-adds) per Conv2d/Linear layer for one image."""
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        with torch.no_grad():
+        with torch.no_grad(), recording_mult_adds(model) as rows:
             model(torch.zeros(1, 3, height, width, device=device))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     return rows
 

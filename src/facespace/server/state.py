@@ -79,8 +79,10 @@ class ServerState:
         return self.pool.primary()
 
     def warm(self) -> None:
-        """Build every inference worker's pipeline now."""
-        self.pool.pipelines()
+        """Build every inference worker's pipeline now, networks loaded, so that the first request
+        runs at full speed."""
+        for pipeline in self.pool.pipelines():
+            pipeline.detector, pipeline.embedder.network
 
     def admitted(self) -> AbstractContextManager[None]:
         """A place in the admission queue for a request that will infer (503 ``busy`` when it is full);
