@@ -11,18 +11,21 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id
+from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_68, template_id
 from .comparison import verify as verify_embeddings
-from .detection.types import DETECT_PIXELS, Detector, DetectorBackend
+from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, DetectorName
 from .embedding import Backend, Embedder
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
 from .imageio import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
 from .types import EmbeddedFace, Face, ImageResult, Verification
+
+if TYPE_CHECKING:
+    from .landmarks.types import LandmarkModel, Landmarker
 
 #: What to embed in an image where no face was found: nothing, or the fixed centre crop.
 Fallback = Literal["none", "centre"]
@@ -35,9 +38,9 @@ CHUNK_PIXELS = 16_000_000
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor,
-    the runtime of its networks ("torch" or "onnx": ONNX Runtime on the CPU, same detections)
-    and the working size."""
+    """Which detector (``name``) and MTCNN's parameters: smallest face in pixels, per-stage score
+    thresholds, pyramid factor, the runtime of its networks ("torch" or "onnx": ONNX Runtime on
+    the CPU, same detections) and the working size."""
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -45,10 +48,20 @@ class DetectorSettings:
     backend: DetectorBackend = "torch"
     #: Working size in pixels: larger images are detected on a downscaled copy (None: full size).
     max_pixels: int | None = DETECT_PIXELS
+    #: The detector: "mtcnn" (all settings above apply), "blazeface" or "blazeface-full" (these
+    #: downscale the whole image to their input as MediaPipe does; the MTCNN settings do not apply).
+    name: DetectorName = "mtcnn"
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, DetectorName, "detector")
 
     def build(self, device: str) -> Detector:
         from .detection.mtcnn import MTCNN
 
+        if self.name != "mtcnn":
+            from .detection.blazeface import BlazeFace
+
+            return BlazeFace("full" if self.name == "blazeface-full" else "short", device=device)
         return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
                                 factor=self.factor, backend=self.backend, max_pixels=self.max_pixels)
 
@@ -116,6 +129,7 @@ class FacePipeline:
         self.max_pixels = max_pixels
         self.detector_settings = detector
         self._detector: Detector | None = None
+        self._landmarkers: dict[str, "Landmarker"] = {}
         self._device = str(self.embedder.device)  # resolved and checked by the embedder
         registered = self.embedder.config.threshold
         self.threshold = float(threshold if threshold is not None else registered)
@@ -139,8 +153,12 @@ class FacePipeline:
             out["margin"] = self.margin
         if self.align == "align":
             out["template"] = template_id()
+        if self.align == "align68":
+            out["template"] = template_id(template_68()) + f"+{self.landmarker().name}"
         if self.align == "centre" or self.fallback == "centre":
             out["centre_fraction"] = self.centre_fraction
+        if self.detector_settings.name != "mtcnn":  # other landmarks, other aligned crops
+            out["detector"] = self.detector_settings.name
         if self.embedder.backend == "onnx-int8":
             from .runtime.quantize import int8_id
 
@@ -180,6 +198,28 @@ class FacePipeline:
             out.append(faces)
         return out
 
+    # -- landmarks (68 points; facespace.landmarks) ----------------------------
+    def landmarker(self, model: "LandmarkModel | None" = None) -> "Landmarker":
+        """The landmark model ``model`` (default: the best measured), built once per pipeline."""
+        from .landmarks.registry import DEFAULT_LANDMARKER, build_landmarker
+
+        name = model or DEFAULT_LANDMARKER
+        if name not in self._landmarkers:
+            self._landmarkers[name] = build_landmarker(name)
+        return self._landmarkers[name]
+
+    def landmarks(self, image: ImageInput, model: "LandmarkModel | None" = None) -> list[dict[str, list[list[float]]]]:
+        """The 68 points of every detected face (highest score first) grouped into named parts
+        (chin, eyebrows, nose bridge and tip, eyes, lips: face_recognition's ``face_landmarks``)."""
+        from .landmarks.types import parts
+
+        array = self.load(image)
+        faces = [f for f in self.detect_arrays([array])[0] if f.detected]
+        if not faces:
+            return []
+        points = self.landmarker(model).locate(array, np.stack([np.asarray(f.box)[:4] for f in faces]))
+        return [parts(p) for p in points]
+
     # -- alignment -------------------------------------------------------------
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The network-input crop of one face, made the way ``align`` says."""
@@ -188,6 +228,8 @@ class FacePipeline:
             return centre_crop(image, size, self.centre_fraction)
         if self.align == "align" and face.landmarks is not None:
             return align_face(image, face.landmarks, size)
+        if self.align == "align68":  # 68 points on the detected box (facespace.landmarks)
+            return align_face(image, self.landmarker().locate(image, np.asarray(face.box)[None, :4])[0], size)
         return margin_crop(image, face.box, size, self.margin)
 
     # -- embedding ---------------------------------------------------------------
