@@ -9,18 +9,25 @@ Three ways, the ones the literature compares:
 * ``"upright"`` -- the margin crop's framing, turned so the eye line is level: the
   detector's box (which holds turned faces well) with the roll that ``align`` removes;
 * ``"centre"`` -- a fixed centre crop with no detection at all (the FaceNet
-  paper's 98.87% LFW setting; only meaningful for pre-cropped images like LFW).
+  paper's 98.87% LFW setting; only meaningful for pre-cropped images like LFW);
+* ``"align68"`` -- the similarity transform that maps 68 landmarks (``facespace.landmarks``,
+  located on the detected box) onto :func:`template_68`, the mean 68 points of celeba-299 faces
+  inside the ``"align"`` crop (``benchmarks/derive_template68.py``): the same framing, fitted
+  on 68 points instead of 5.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
 from typing import Literal, Sequence, get_args
 
 import cv2
 import numpy as np
 
-AlignMode = Literal["align", "margin", "upright", "centre"]
+AlignMode = Literal["align", "margin", "upright", "centre", "align68"]
 ALIGN_MODES: tuple[str, ...] = get_args(AlignMode)
 
 #: Canonical landmark positions (left eye, right eye, nose, mouth left, mouth
@@ -39,6 +46,20 @@ DEFAULT_TEMPLATE = np.array(
     ],
     dtype=np.float64,
 )
+
+
+#: The 68-scheme point each point's mirror image is (left <-> right), for symmetric templates.
+MIRROR_68: tuple[int, ...] = (
+    *range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48,
+    59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65)
+
+
+@lru_cache(maxsize=1)
+def template_68() -> np.ndarray:
+    """The "align68" template: 68 points (x, y) as fractions of the output side (package data)."""
+    text = resources.files("facespace").joinpath("data/template68.json").read_text()
+    return np.asarray(json.loads(text)["template"], dtype=np.float64)
 
 
 def template_id(template: np.ndarray | None = None) -> str:
@@ -74,9 +95,11 @@ def align_face(
     size: int = 160,
     template: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Warp ``image`` so the 5 ``landmarks`` land on the template, giving a size x size crop."""
-    template = DEFAULT_TEMPLATE if template is None else np.asarray(template)
-    matrix = similarity_transform(np.asarray(landmarks).reshape(5, 2), template * size)
+    """Warp ``image`` so the 5 (or 68) ``landmarks`` land on the template, giving a size x size crop."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    if template is None:
+        template = template_68() if len(points) == 68 else DEFAULT_TEMPLATE
+    matrix = similarity_transform(points, np.asarray(template) * size)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 

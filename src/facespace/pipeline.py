@@ -11,14 +11,14 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import cv2
 import numpy as np
 
-from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_id, upright_crop
+from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_68, template_id, upright_crop
 from .comparison import verify as verify_embeddings
-from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, SecondPass
+from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, DetectorName, SecondPass
 from .embedding import BF16_PRECISION, Backend, Embedder, EmbeddingModel
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
@@ -28,6 +28,9 @@ from .quality import QualityModel
 from .presets import Preset, PresetConfig, View, get_preset
 from .pretrained.registry import resolve_config
 from .types import EmbeddedFace, Face, ImageResult, Verification
+
+if TYPE_CHECKING:
+    from .landmarks.types import LandmarkModel, Landmarker
 
 #: What to embed in an image where no face was found: nothing, the fixed centre crop, or the
 #: whole image (for images that are already face crops).
@@ -42,9 +45,9 @@ CHUNK_PIXELS = 16_000_000
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """MTCNN parameters: smallest face in pixels, per-stage score thresholds, pyramid factor,
-    the runtime of its networks ("torch" or "onnx": ONNX Runtime on the CPU, same detections)
-    and the working size."""
+    """Which detector (``name``) and MTCNN's parameters: smallest face in pixels, per-stage score
+    thresholds, pyramid factor, the runtime of its networks ("torch" or "onnx": ONNX Runtime on
+    the CPU, same detections) and the working size."""
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -52,10 +55,20 @@ class DetectorSettings:
     backend: DetectorBackend = "torch"
     #: Working size in pixels: larger images are detected on a downscaled copy (None: full size).
     max_pixels: int | None = DETECT_PIXELS
+    #: The detector: "mtcnn" (all settings above apply), "blazeface" or "blazeface-full" (these
+    #: downscale the whole image to their input as MediaPipe does; the MTCNN settings do not apply).
+    name: DetectorName = "mtcnn"
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, DetectorName, "detector")
 
     def build(self, device: str) -> Detector:
         from .detection.mtcnn import MTCNN
 
+        if self.name != "mtcnn":
+            from .detection.blazeface import BlazeFace
+
+            return BlazeFace("full" if self.name == "blazeface-full" else "short", device=device)
         return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
                                 factor=self.factor, backend=self.backend, max_pixels=self.max_pixels)
 
@@ -184,6 +197,7 @@ class FacePipeline:
         self.detector_settings = detector
         self._detector: Detector | None = None
         self._relaxed: Detector | None = None
+        self._landmarkers: dict[str, "Landmarker"] = {}
         self._device = str(self.embedder.device)  # resolved and checked by the embedder
         default = self.preset.threshold if self.preset is not None else self.embedder.config.threshold
         self.threshold = float(threshold if threshold is not None else default)
@@ -207,10 +221,14 @@ class FacePipeline:
             out["margin"] = self.margin
         if view.align == "align":
             out["template"] = template_id()
+        if view.align == "align68":
+            out["template"] = template_id(template_68()) + f"+{self.landmarker().name}"
         if view.align == "centre" or self.fallback == "centre":
             out["centre_fraction"] = self.centre_fraction
         if self.fallback == "whole":
             out["fallback"] = "whole"
+        if self.detector_settings.name != "mtcnn":  # other landmarks, other aligned crops
+            out["detector"] = self.detector_settings.name
         if embedder.backend == "onnx-int8":
             from .runtime.quantize import int8_id
 
@@ -285,6 +303,27 @@ class FacePipeline:
     def fallback_face(self, image_shape: Sequence[int]) -> Face:
         """The assumed face of an image with no detection, by ``fallback``."""
         return whole_face(image_shape) if self.fallback == "whole" else centre_face(image_shape, self.centre_fraction)
+    # -- landmarks (68 points; facespace.landmarks) ----------------------------
+    def landmarker(self, model: "LandmarkModel | None" = None) -> "Landmarker":
+        """The landmark model ``model`` (default: the best measured), built once per pipeline."""
+        from .landmarks.registry import DEFAULT_LANDMARKER, build_landmarker
+
+        name = model or DEFAULT_LANDMARKER
+        if name not in self._landmarkers:
+            self._landmarkers[name] = build_landmarker(name)
+        return self._landmarkers[name]
+
+    def landmarks(self, image: ImageInput, model: "LandmarkModel | None" = None) -> list[dict[str, list[list[float]]]]:
+        """The 68 points of every detected face (highest score first) grouped into named parts
+        (chin, eyebrows, nose bridge and tip, eyes, lips: face_recognition's ``face_landmarks``)."""
+        from .landmarks.types import parts
+
+        array = self.load(image)
+        faces = [f for f in self.detect_arrays([array])[0] if f.detected]
+        if not faces:
+            return []
+        points = self.landmarker(model).locate(array, np.stack([np.asarray(f.box)[:4] for f in faces]))
+        return [parts(p) for p in points]
 
     # -- alignment -------------------------------------------------------------
     def crop(self, image: np.ndarray, face: Face, align: AlignMode | None = None) -> np.ndarray:
@@ -299,6 +338,8 @@ class FacePipeline:
             return align_face(image, face.landmarks, size)
         if align == "upright" and face.landmarks is not None:
             return upright_crop(image, face.box, face.landmarks, size, self.margin)
+        if align == "align68":  # 68 points on the detected box (facespace.landmarks)
+            return align_face(image, self.landmarker().locate(image, np.asarray(face.box)[None, :4])[0], size)
         return margin_crop(image, face.box, size, self.margin)
 
     def embed_faces(self, image_of: Sequence[np.ndarray], faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:

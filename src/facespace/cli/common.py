@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..alignment import ALIGN_MODES
-from ..detection.types import DETECTOR_BACKENDS, SECOND_PASSES
+from ..detection.types import DETECTOR_BACKENDS, DETECTOR_NAMES, SECOND_PASSES
 from ..embedding import BACKENDS
 from ..errors import FacespaceError, OptionError
 from ..files import atomic_path
@@ -52,6 +52,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
     group.add_argument("--second-pass", default="relaxed", choices=SECOND_PASSES,
                        help="look again with relaxed detector settings where no face was found (default) or not")
+    group.add_argument("--detector", default="mtcnn", choices=DETECTOR_NAMES,
+                       help="face detector: mtcnn (default), blazeface (MediaPipe short range, fast) or "
+                            "blazeface-full (full range: smaller faces); see README 'Fast detector'")
     group.add_argument("--detector-backend", default="torch", choices=DETECTOR_BACKENDS,
                        help="MTCNN runtime: torch (default) or onnx (ONNX Runtime, CPU)")
     group.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
@@ -68,7 +71,8 @@ def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeli
         flip=getattr(args, "flip", False),
         device=args.device,
         batch_size=getattr(args, "batch_size", 32),
-        detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch")),
+        detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch"),
+                                  name=getattr(args, "detector", "mtcnn")),
         backend=getattr(args, "backend", "torch"),
         second_pass=getattr(args, "second_pass", "relaxed"),
         min_quality=getattr(args, "min_quality", None),
@@ -92,7 +96,8 @@ def check_weight_cache(pipeline: "FacePipeline") -> None:
             raise FacespaceError(f"{what} {describe(root)}: is not a folder")
     except OSError as exc:
         raise FacespaceError(f"{what} {describe(root)}: {exc.strerror or exc}") from None
-    configs = [e.config for e in pipeline.embedders.values()] + [resolve_config(None, "detector")]
+    detector = resolve_config(pipeline.detector_settings.name, "detector")
+    configs = [e.config for e in pipeline.embedders.values()] + [detector]
     if not all(is_cached(c) for c in configs):
         check_output(root, what, folder=True)
 

@@ -44,6 +44,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     parser.add_argument("--cache-dir", metavar="DIR", help="embedding cache (default: $FACESPACE_HOME/embeddings)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    parser.add_argument("--occlude", metavar="mask[:first|both]",
+                        help="draw a surgical mask (from 68 landmarks) on the first image of each pair, or on "
+                             "both (the default), before embedding")
     add_quiet_option(parser)
     scoring = parser.add_argument_group("scoring (how published FaceNet numbers were measured)")
     scoring.add_argument("--flip-rule", choices=FLIP_RULES, default="mean",
@@ -101,6 +104,7 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
         raise DatasetError("--flip-rule concat needs --flip")
     if args.map and not args.against:
         raise DatasetError("--map needs --against, the old model whose embeddings it maps")
+    occlusion = _occlusion(args)
     if args.against and args.flip_rule == "concat":
         raise DatasetError("--flip-rule concat cannot be used with --against (a map takes one vector per image)")
     scoring = ScoringRule(flip=args.flip_rule, subtract_mean=args.subtract_mean)
@@ -118,7 +122,7 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
         against, compat = _cross_setup(args, pipeline)
         result = run_cross_pairs(pipeline, against, compat, pairs, **common)
     else:
-        result = run_pairs(pipeline, pairs, **common)
+        result = run_pairs(pipeline, pairs, occlusion=occlusion, **common)
     written = {}
     if args.out:
         with write_errors(args.out):
@@ -130,6 +134,20 @@ def _evaluate(args: argparse.Namespace, pairs) -> int:
         for kind, path in written.items():
             print(f"  {kind}: {describe(path)}")
     return 0
+
+
+def _occlusion(args: argparse.Namespace):
+    """The parsed ``--occlude`` (None without it); refused with options it cannot combine with."""
+    from ..evaluation.pairs import DatasetError
+    from ..occlusion import parse_occlusion
+
+    if args.occlude is None:
+        return None
+    if args.against:
+        raise DatasetError("--occlude cannot be used with --against")
+    if args.align == "centre":
+        raise DatasetError("--occlude needs detected faces to place the mask: use --align align or margin")
+    return parse_occlusion(args.occlude)
 
 
 def _cross_setup(args: argparse.Namespace, pipeline):

@@ -82,12 +82,17 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def _write_drawing(out: Path, image: np.ndarray, faces) -> bool:
-    """Write ``image`` with ``faces`` drawn to ``out`` (encoded here, written as bytes, atomically:
-    OpenCV never sees the file name); a failure is reported and False returned."""
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+    """Write ``image`` with ``faces`` drawn to ``out``; see :func:`write_image`."""
+    return write_image(out, draw_faces(image, faces))
+
+
+def write_image(out: Path, canvas: np.ndarray) -> bool:
+    """Write the RGB ``canvas`` to ``out`` (encoded here by its suffix, .jpg or .png, written as bytes,
+    atomically: OpenCV never sees the file name); a failure is reported and False returned."""
+    ok, data = cv2.imencode(out.suffix or ".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     try:
         if not ok:
-            raise OSError("JPEG encoding failed")
+            raise OSError("image encoding failed")
         atomic_write_bytes(out, data.tobytes())
     except OSError as exc:
         _report_failure(describe(out), f"could not be written ({exc.strerror or exc})")

@@ -22,6 +22,7 @@ from ..errors import FacespaceError
 #: Modules under facespace.cli that add sub-commands, in help order.
 COMMAND_MODULES = [
     "infer",      # detect, embed, verify
+    "landmarks",  # landmarks IMG... (68 points, named parts)
     "models",     # models list | pull | info
     "export",     # export onnx MODEL OUT
     "evaluate",   # evaluate lfw | pairs

@@ -36,7 +36,7 @@ from ..pretrained.loader import load_mtcnn_net
 from ..runtime.preprocess import fixed_scale
 from ..runtime.threads import apply_thread_default
 from .nms import batched_nms
-from .types import DETECT_PIXELS, DetectorBackend, Detections
+from .types import DETECT_PIXELS, DetectorBackend, Detections, check_image
 
 __all__ = ["MTCNN"]
 
@@ -129,7 +129,7 @@ class MTCNN:
     @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Faces in each of a batch of RGB uint8 ``H x W x 3`` images (sizes may differ)."""
-        arrays = [_check_image(image, i) for i, image in enumerate(images)]
+        arrays = [check_image(image, i) for i, image in enumerate(images)]
         if not arrays:
             return []
         sizes = [self._working_size(a.shape) for a in arrays]
@@ -265,18 +265,6 @@ class MTCNN:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _check_image(image, index: int) -> np.ndarray:
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(
-            f"image {index}: expected an RGB image of shape (H, W, 3), got shape {array.shape}; "
-            "convert greyscale or RGBA images to RGB first"
-        )
-    if array.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected dtype uint8 (0..255 RGB), got {array.dtype}")
-    return np.ascontiguousarray(array)
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

@@ -7,8 +7,14 @@ from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "LANDMARK_NAMES",
-           "SECOND_PASSES", "SecondPass"]
+__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DetectorName",
+           "DETECTOR_NAMES", "LANDMARK_NAMES", "SECOND_PASSES", "SecondPass",
+           "check_image"]
+
+#: Which detector finds the faces: MTCNN (the default), or MediaPipe's BlazeFace, short range
+#: (128 px input, faces within ~2 m) or full range (192 px, smaller faces); see detection/blazeface.py.
+DetectorName = Literal["mtcnn", "blazeface", "blazeface-full"]
+DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 
 #: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections).
 DetectorBackend = Literal["torch", "onnx"]
@@ -79,3 +85,16 @@ class Detector(Protocol):
     :class:`Detections` per image out (boxes, scores and the five landmarks)."""
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+def check_image(image, index: int) -> np.ndarray:
+    """``image`` as a contiguous RGB uint8 array, or a ValueError naming its place in the batch."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"image {index}: expected an RGB image of shape (H, W, 3), got shape {array.shape}; "
+            "convert greyscale or RGBA images to RGB first"
+        )
+    if array.dtype != np.uint8:
+        raise ValueError(f"image {index}: expected dtype uint8 (0..255 RGB), got {array.dtype}")
+    return np.ascontiguousarray(array)

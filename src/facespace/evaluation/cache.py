@@ -17,6 +17,11 @@ The cache lives under ``facespace.pretrained.weights.cache_dir() / "embeddings"`
     exactly what :class:`facespace.embedding.Embedder` computes with
     ``flip=True``, so runs with and without flip share one pass.
 
+``<model>-<align>-<id>-mask-plain/`` (``embed_paths(..., occlusion="mask")``)
+    the same with a surgical mask drawn on the face first (:mod:`facespace.occlusion`, from
+    the default landmark model's 68 points on the detected box): its own key, never mixed
+    with unoccluded embeddings; the detections are the shared, unoccluded ones.
+
 Each folder holds ``meta.json`` (what the key stands for) and append-only
 ``shard-*.npz`` files written atomically, so an interrupted run keeps what it
 finished and concurrent runs never see a half-written file.
@@ -31,19 +36,22 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from ..comparison import unit_rows
 from ..detection.types import DETECT_PIXELS
-from ..errors import ImageLoadError
+from ..errors import ImageLoadError, check_choice
 from ..pretrained.registry import get_config
 from ..face_choice import choose_index
 from ..files import atomic_path, atomic_write_bytes
 from ..pipeline import centre_face
 from ..pose import estimate_pose
 from ..types import Face
+
+if TYPE_CHECKING:
+    from ..occlusion import OcclusionKind
 
 __all__ = ["EmbeddingSet", "cached_faces", "embed_paths", "default_cache_root", "file_sha1"]
 
@@ -162,6 +170,8 @@ def _detector_descriptor(pipeline) -> dict:
     caches made before it existed stay valid: they hold images under 4 megapixels, where the
     default changes nothing (LFW, celeba-299)."""
     s = pipeline.detector_settings
+    if s.name != "mtcnn":  # BlazeFace: no MTCNN settings apply
+        return {"version": CACHE_VERSION, "detector": s.name, "weights": _weights_id(s.name, "detector")}
     out = {"version": CACHE_VERSION, "detector": "mtcnn", "weights": _weights_id(None, "detector"),
            "min_face_size": s.min_face_size, "thresholds": list(s.thresholds), "factor": s.factor}
     if s.max_pixels != DETECT_PIXELS:
@@ -169,8 +179,9 @@ def _detector_descriptor(pipeline) -> dict:
     return out
 
 
-def _embedding_descriptor(pipeline) -> dict:
-    """What makes an embedding: the pipeline's preprocessing without flip, plus face choice."""
+def _embedding_descriptor(pipeline, occlusion: str | None = None) -> dict:
+    """What makes an embedding: the pipeline's preprocessing without flip, plus face choice
+    (and the occlusion drawn first, with the landmark model and weights that placed it)."""
     pre = {k: v for k, v in pipeline.preprocessing.items() if k != "flip"}
     pre["centre_fraction"] = pipeline.centre_fraction
     out = {"version": CACHE_VERSION, "preprocessing": pre,
@@ -178,6 +189,12 @@ def _embedding_descriptor(pipeline) -> dict:
            "face": "nearest image centre", "fallback": "centre crop"}
     if pipeline.align != "centre":
         out["detector"] = _detector_descriptor(pipeline)
+    if occlusion is not None:
+        from ..landmarks.registry import DEFAULT_LANDMARKER
+        from ..occlusion import MASK_VERSION
+
+        out["occlusion"] = {"kind": occlusion, "version": MASK_VERSION, "landmarks": DEFAULT_LANDMARKER,
+                            "landmark_weights": _weights_id(DEFAULT_LANDMARKER, "landmarker")}
     return out
 
 
@@ -210,11 +227,15 @@ class _CachedRun:
     """The stores of one :func:`embed_paths` call (one per view, plus the shared detections),
     what they hold, what is still to be written, and the counts and times of the run."""
 
-    def __init__(self, pipeline, root: Path, cache: bool) -> None:
+    def __init__(self, pipeline, root: Path, cache: bool, occlusion: str | None = None) -> None:
         self.pipeline = pipeline
         self.cache = cache
-        self.descriptor = _embedding_descriptor(pipeline)
+        self.occlusion = occlusion
+        self._landmarker = None
+        self.descriptor = _embedding_descriptor(pipeline, occlusion)
         self.tag = f"{pipeline.model_name}-{pipeline.align}-{_short_hash(self.descriptor)}"
+        if occlusion is not None:
+            self.tag += f"-{occlusion}"
         self.views = ["plain", "mirror"] if pipeline.embedder.flip else ["plain"]
         self.stores = {v: _Store(root / f"{self.tag}-{v}", {**self.descriptor, "view": v}) for v in self.views}
         self.known = {v: (self.stores[v].load() if cache else {}) for v in self.views}
@@ -305,6 +326,18 @@ class _CachedRun:
                       "landmarks": np.array([f.landmarks for f in faces], np.float32).reshape(-1, 5, 2)}
             self.p2_known[key] = self.p2_pending[key] = record
         return self.p2_known[key]
+    def occluded(self, images: list[np.ndarray], faces: list[Face]) -> list[np.ndarray]:
+        """Each image with the occlusion drawn on its face (located by the default landmark model)."""
+        from ..landmarks.registry import build_landmarker
+        from ..occlusion import draw_mask
+
+        if self._landmarker is None:
+            self._landmarker = build_landmarker()
+        out = []
+        for image, face in zip(images, faces):
+            points = self._landmarker.locate(image, np.asarray(face.box, np.float64)[None, :4])[0]
+            out.append(draw_mask(image, points))
+        return out
 
     def crops(self, images: list[np.ndarray], faces: list[Face]) -> np.ndarray:
         """The network-input crop of each face; a degenerate box becomes the fallback (in ``faces`` too)."""
@@ -323,6 +356,10 @@ class _CachedRun:
         images = [self.pipeline.load(first_path[k]) for k in batch]
         self.seconds["load"] += time.perf_counter() - t
         faces = self.faces(batch, images)
+        if self.occlusion is not None:
+            t = time.perf_counter()
+            images = self.occluded(images, faces)
+            self.seconds["occlude"] = self.seconds.get("occlude", 0.0) + time.perf_counter() - t
         crops = self.crops(images, faces)
         stored = [self.resolved(k) for k in batch]  # detections are known now
         for v in self.views:
@@ -387,6 +424,8 @@ class _CachedRun:
         stats["cache"] = str(root / self.tag) if self.cache else None
         d = self.descriptor
         preprocessing = {**d["preprocessing"], "flip": embedder.flip, "face": d["face"], "fallback": d["fallback"]}
+        if "occlusion" in d:
+            preprocessing["occlusion"] = d["occlusion"]["kind"]
         return EmbeddingSet(paths=paths, embeddings=embeddings, detected=detected, preprocessing=preprocessing,
                             detection_used=self.use_detector, stats=stats, views=view_vectors)
 
@@ -398,8 +437,10 @@ def embed_paths(
     cache: bool = True,
     cache_root: str | os.PathLike | None = None,
     chunk: int = 32,
+    occlusion: "OcclusionKind | None" = None,
 ) -> EmbeddingSet:
     """One embedding per image path (see the module notes), computed once and cached.
+    ``occlusion="mask"`` draws a surgical mask on each face before it is cropped.
 
     ``pipeline`` is a :class:`facespace.pipeline.FacePipeline`; its model,
     ``align`` mode, margin, flip and detector settings are honoured. Unreadable
@@ -407,7 +448,8 @@ def embed_paths(
     """
     paths = [Path(p) for p in paths]
     if len(pipeline.views) > 1:
-        return _fused(pipeline, paths, progress=progress, cache=cache, cache_root=cache_root, chunk=chunk)
+        return _fused(pipeline, paths, progress=progress, cache=cache, cache_root=cache_root, chunk=chunk,
+                      occlusion=occlusion)
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     start = time.perf_counter()
     path_keys = [file_sha1(p) for p in paths]
@@ -417,7 +459,11 @@ def embed_paths(
         first_path.setdefault(k, p)
     keys = list(first_path)
 
-    run = _CachedRun(pipeline, root, cache)
+    if occlusion is not None:
+        from ..occlusion import OcclusionKind
+
+        check_choice(occlusion, OcclusionKind, "occlusion")
+    run = _CachedRun(pipeline, root, cache, occlusion)
     run.seconds["hash"] = hash_seconds
     stats: dict = {"images": len(paths), "unique_images": len(keys),
                    "cached": {v: sum(run.resolved(k) in run.known[v] for k in keys) for v in run.views}}

@@ -12,7 +12,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -20,7 +20,10 @@ from ..files import atomic_path, atomic_write_bytes
 from .cache import EmbeddingSet, cached_faces, embed_paths
 from .pairs import PairSet
 from .protocol import PairsReport, evaluate_pairs, reject_curve
-from .scoring import ScoringRule, pair_vectors, scored_distances, vector_distances
+from .scoring import ScoringRule, image_vectors, pair_vectors, scored_distances, vector_distances
+
+if TYPE_CHECKING:
+    from ..occlusion import Occlusion
 
 __all__ = ["CROSS_ORDERS", "CrossModelResult", "EvaluationResult", "machine_info", "plot_roc", "run_cross_pairs",
            "run_pairs", "write_report"]
@@ -90,6 +93,7 @@ class EvaluationResult:
             f"{emb.preprocessing.get('model')} align={emb.preprocessing.get('align')} "
             f"flip={'on' if emb.preprocessing.get('flip') else 'off'}: {len(self.pairs)} pairs, "
             f"{self.pairs.n_folds} folds, {len(emb)} images"
+            + (f", occluded {self.info['occlusion']}" if "occlusion" in self.info else "")
             + ("" if self.scoring.is_default else
                f", scoring flip={self.scoring.flip} subtract_mean={self.scoring.subtract_mean}"),
             "  " + self.report.summary(),
@@ -116,17 +120,24 @@ def run_pairs(
     cache: bool = True,
     cache_root: str | os.PathLike | None = None,
     scoring: ScoringRule = ScoringRule(),
+    occlusion: "Occlusion | None" = None,
 ) -> EvaluationResult:
-    """Embed every image of ``pairs`` (cached) and run the fold protocol under ``scoring``."""
+    """Embed every image of ``pairs`` (cached) and run the fold protocol under ``scoring``;
+    with ``occlusion``, each pair's first image (``which="first"``) or both are occluded first."""
     if scoring.flip == "concat" and not pipeline.embedder.flip:
         raise ValueError("the concat flip rule needs a pipeline with flip on")
     start = time.perf_counter()
     embeddings = embed_paths(pipeline, pairs.paths(), progress=progress, cache=cache, cache_root=cache_root)
-    distances, fold_distances = scored_distances(embeddings, pairs, scoring)
+    if occlusion is None:
+        distances, fold_distances = scored_distances(embeddings, pairs, scoring)
+    else:
+        distances, fold_distances = _occluded_distances(pipeline, pairs, embeddings, occlusion, scoring,
+                                                        progress=progress, cache=cache, cache_root=cache_root)
     wall = time.perf_counter() - start
     report = evaluate_pairs(distances, pairs.same, pairs.folds, far_target=far_target,
                             fold_distances=fold_distances)
-    info = {"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id}
+    info = {"model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id,
+            **({"occlusion": str(occlusion)} if occlusion is not None else {})}
     if embeddings.detection_used:
         info["reject_curve"] = quality_reject_curve(pipeline, pairs, embeddings, distances, cache_root)
     return EvaluationResult(report=report, pairs=pairs, embeddings=embeddings, distances=distances,
@@ -140,6 +151,24 @@ def quality_reject_curve(pipeline, pairs: PairSet, embeddings: EmbeddingSet, dis
     quality = np.array([pipeline.quality_model.score(face, crop) for face, crop in faces])
     first, second = pairs.index_pairs(embeddings.paths)
     return reject_curve(distances, pairs.same, pairs.folds, np.minimum(quality[first], quality[second]))
+
+
+def _occluded_distances(pipeline, pairs: PairSet, plain: EmbeddingSet, occlusion: "Occlusion", scoring: ScoringRule,
+                        **embed):
+    """Pair distances with the first image of each pair occluded, and the second too when
+    ``occlusion.which == "both"`` (occluded embeddings are cached under their own key)."""
+    both = occlusion.which == "both"
+    occluded = embed_paths(pipeline, pairs.paths() if both else list(dict.fromkeys(pairs.first)),
+                           occlusion=occlusion.kind, **embed)
+    first = _vectors_of(occluded, pairs.first, scoring)
+    second = _vectors_of(occluded if both else plain, pairs.second, scoring)
+    return vector_distances(first, second, pairs.folds, scoring.subtract_mean)
+
+
+def _vectors_of(embeddings: EmbeddingSet, paths, scoring: ScoringRule) -> np.ndarray:
+    """The scoring rule's vector of each of ``paths`` (all in ``embeddings``)."""
+    vectors, where = image_vectors(embeddings, scoring), embeddings.index()
+    return vectors[[where[p] for p in paths]]
 
 
 @dataclass

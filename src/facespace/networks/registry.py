@@ -23,7 +23,7 @@ __all__ = ["ArchitectureSpec", "register_model", "create_model", "list_architect
 Builder = Callable[..., nn.Module]
 
 #: The modules whose import registers architectures (imported on the first look-up).
-_DEFINING_MODULES = ("inception_resnet_v1", "facenet_paper")
+_DEFINING_MODULES = ("inception_resnet_v1", "facenet_paper", "blazeface", "facemesh")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from ..networks import create_model
 from .registry import PretrainedConfig, resolve_config
 from .weights import local_paths, weight_paths
 
-__all__ = ["load_embedder", "load_mtcnn_net", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
+__all__ = ["load_embedder", "load_network", "load_mtcnn_net", "build_embedder", "onnx_cache_path", "convert_weights", "converted_cache_path",
            "register_format", "FORMATS", "CONVERTER_VERSION"]
 
 # Bump when a converter or an architecture's parameter layout changes.
@@ -67,9 +67,16 @@ def _tf_graphdef(model: nn.Module, paths: dict[str, Path]) -> dict[str, torch.Te
     return convert_tf_graphdef(paths["weights"], model)
 
 
+def _tflite(model: nn.Module, paths: dict[str, Path]) -> dict[str, torch.Tensor]:
+    from .convert_tflite import convert_tflite
+
+    return convert_tflite(paths["weights"], model)
+
+
 FORMATS: dict[str, WeightFormat] = {
     "keras_h5": WeightFormat(_keras_h5),
     "tf_graphdef": WeightFormat(_tf_graphdef, {"folded_bn": True}),
+    "tflite": WeightFormat(_tflite),
 }
 
 
@@ -177,6 +184,12 @@ def load_embedder(model: PretrainedConfig | str | None = None, device: str | tor
 
             _cache_state(fuse_for_inference(network).state_dict(), _fused_cache(config), _fused_sources(config))
     return network.to(device).eval()
+
+
+def load_network(model: PretrainedConfig | str, kind: str, device: str | torch.device = "cpu") -> nn.Module:
+    """A registered detector or landmarker network (``kind``) with its converted weights, in eval
+    mode: the same conversion, cache and manifest checks as :func:`load_embedder`."""
+    return _load_unfused(resolve_config(model, kind)).to(device).eval()
 
 
 def _load_unfused(config: PretrainedConfig) -> nn.Module:

@@ -16,6 +16,8 @@ from typing import Literal
 from ..errors import UnknownModelError
 
 Normalisation = Literal["prewhiten", "fixed"]
+#: What a registered model does: embed face crops, detect faces, or locate landmarks on a detected face.
+ModelKind = Literal["embedder", "detector", "landmarker"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class PretrainedConfig:
     """Everything needed to fetch, build and use one pretrained model."""
 
     name: str
-    kind: Literal["embedder", "detector"]
+    kind: ModelKind
     architecture: str
     description: str
     format: str
@@ -67,7 +69,7 @@ def _from_table(name: str, table: dict) -> PretrainedConfig:
 
 
 def list_models(kind: str | None = None) -> list[str]:
-    """Names of registered models, optionally only embedders or detectors."""
+    """Names of registered models, optionally only those of one kind (embedder, detector, landmarker)."""
     models = _load()["models"]
     return [n for n, t in models.items() if kind is None or t["kind"] == kind]
 
