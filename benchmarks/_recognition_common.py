@@ -50,6 +50,12 @@ def machine() -> dict:
     return info
 
 
+def machine_note(m: dict, load_before) -> str:
+    """One line for a result's Markdown: the CPUs, FAISS, and that the machine was shared."""
+    return (f"Machine: {m.get('cpu')} x {m.get('cpu_count')} CPUs, FAISS {m.get('faiss')}, shared with other "
+            f"sessions (load average at the start: {load_before}).")
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up facespace for development on a fresh machine: a virtual environment in
 # .venv with the CPU build of torch 2.13.0, the package (editable) with its
-# test, evaluation and service extras, and Chromium for the web-page test.
+# test, evaluation, service, scale (Ray, pyarrow) and PostgreSQL extras (psycopg, pgvector, and pgserver:
+# the PostgreSQL + pgvector server the tests start on loopback), and Chromium for
+# the web-page test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 import zlib
 from pathlib import Path
 
@@ -87,3 +88,48 @@ def compat_maps(tmp_path_factory):
         os.environ.pop("FACESPACE_COMPAT_DIR", None)
     else:
         os.environ["FACESPACE_COMPAT_DIR"] = before
+
+
+# -- gallery backends: SQLite files, and a real PostgreSQL with pgvector on loopback ------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster for the session (:class:`pg.LocalPostgres`, 127.0.0.1, a free port);
+    skipped, with the reason, only when the server cannot start here."""
+    from pg import LocalPostgres, PostgresUnavailable
+
+    try:
+        server = LocalPostgres().start()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL with pgvector could not start: {exc}")
+    yield server
+    server.stop()
+
+
+class GalleryPlaces:
+    """Fresh gallery locations of one backend for one test: ``location(name)`` is a file in the test's
+    folder (sqlite) or a new, empty database (postgresql), the same one for the same name."""
+
+    def __init__(self, kind: str, folder: Path, server=None) -> None:
+        self.kind, self.folder, self.server, self._made = kind, folder, server, {}
+
+    def location(self, name: str = "g") -> str:
+        if name not in self._made:
+            if self.kind == "sqlite":
+                self._made[name] = str(self.folder / f"{name}.db")
+            else:
+                self._made[name] = self.server.create_database(f"t_{uuid.uuid4().hex[:16]}")
+        return self._made[name]
+
+    def open(self, name: str = "g", mode: str = "create", **options):
+        from facespace.gallery import open_gallery
+
+        return open_gallery(self.location(name), mode=mode, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_backend(request, tmp_path) -> GalleryPlaces:
+    """The gallery suite runs once per backend: SQLite files, and databases on a real PostgreSQL."""
+    server = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    return GalleryPlaces(request.param, tmp_path, server)

@@ -104,3 +104,57 @@ def test_default_threshold_follows_the_number_of_faces():
     assert clustering.default_threshold("facenet-casia-512", "components", 10_000, 1.2885) == 1.2885
     with pytest.raises(ValueError, match="unknown clustering method"):
         clustering.default_threshold(model, "dbscan", 100, verification)
+
+
+# -- the kNN graph, on real LFW embeddings -------------------------------------------
+@pytest.fixture(scope="module")
+def lfw_faces():
+    """Embeddings of the first 150 LFW people's photos (about 330 faces) and their person labels."""
+    from conftest import LFW
+    from facespace import FacePipeline
+    from facespace.evaluation import embed_paths
+
+    people = sorted(p for p in LFW.iterdir() if p.is_dir())[:150]
+    paths = [img for person in people for img in sorted(person.glob("*.jpg"))]
+    labels = np.array([i for i, person in enumerate(people) for _ in sorted(person.glob("*.jpg"))])
+    found = embed_paths(FacePipeline(), paths, progress=False)
+    return np.asarray(found.embeddings, np.float32), labels
+
+
+def test_knn_graph_holds_the_threshold_pairs_among_near_neighbours(lfw_faces):
+    x, _ = lfw_faces
+    rows, cols, dists = clustering.threshold_graph(x, 1.0)
+    every = set(zip(rows.tolist(), cols.tolist()))
+    k_rows, k_cols, k_dists = clustering.knn_graph(x, 1.0, neighbours=3)
+    near = set(zip(k_rows.tolist(), k_cols.tolist()))
+    assert near < every and len(near) <= 3 * len(x)  # memory bounded by n*k
+    assert np.all(k_rows < k_cols) and np.all(k_dists <= 1.0)
+    assert clustering.knn_graph(x, 1.0, neighbours=len(x))[0].tolist() == rows.tolist()  # k = n: all of them
+
+
+@pytest.mark.parametrize("method", ["agglomerative", "chinese-whispers", "components"])
+def test_knn_clustering_agrees_with_all_pairs_on_lfw(lfw_faces, method):
+    x, y = lfw_faces
+    threshold = clustering.default_threshold("facenet-msceleb-128", method, len(x), 1.2)
+    full = clustering.cluster(x, method, threshold=threshold, graph="all-pairs")
+    knn = clustering.cluster(x, method, threshold=threshold, graph="knn", neighbours=16)
+    assert full.params["graph"] == "all-pairs" and knn.params == {**full.params, "graph": "knn", "neighbours": 16}
+    assert clustering.pairwise_scores(full.labels, knn.labels)["f1"] > 0.99
+    for score in (clustering.pairwise_scores, clustering.bcubed_scores):
+        assert abs(score(y, knn.labels)["f1"] - score(y, full.labels)["f1"]) <= 0.005
+    assert clustering.pairwise_scores(y, knn.labels)["f1"] > 0.8  # and it does cluster people
+
+
+def test_knn_agglomerative_is_average_linkage(lfw_faces):
+    x, _ = lfw_faces
+    for threshold in (0.6, 1.0):
+        full = clustering.agglomerative(x, threshold, "average", graph="all-pairs")
+        assert np.array_equal(clustering.agglomerative(x, threshold, "average", graph="knn"), full)
+    single = clustering.agglomerative(x, 0.8, "single", graph="knn")
+    assert np.array_equal(single, clustering.agglomerative(x, 0.8, "single", graph="all-pairs"))
+    with pytest.raises(clustering.OptionError, match="complete linkage"):
+        clustering.agglomerative(x, 1.0, "complete", graph="knn")
+    assert clustering.resolve_graph("auto", clustering.KNN_MIN_FACES) == "knn"
+    assert clustering.resolve_graph("auto", clustering.KNN_MIN_FACES - 1) == "all-pairs"
+    with pytest.raises(ValueError, match="graph"):
+        clustering.cluster(x, "components", threshold=1.0, graph="some")

@@ -3,6 +3,7 @@ leave files that are not galleries alone, and clear refusals of bad outputs, inp
 
 Real files, real SQLite galleries, the real ``facespace`` command in subprocesses; disk full is a
 real write failure: ``RLIMIT_FSIZE`` in the child, with SIGXFSZ ignored, makes writes fail with EFBIG.
+The tests taking ``gallery_backend`` run on a SQLite file and on a real PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import LFW
-from facespace.gallery import Gallery
+from facespace.gallery import Gallery, open_gallery
 from facespace.gallery.records import vector_hash
 from facespace.gallery.schema import GALLERY_MODES, SCHEMA_VERSION
 from facespace.gallery.store import GalleryError
@@ -61,18 +62,21 @@ def fingerprint(path: Path) -> tuple[str, int, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_size, stat.st_mtime_ns
 
 
-def synthetic_gallery(path: Path, n_people: int = 3, per: int = 2) -> Path:
+def synthetic_gallery(path, n_people: int = 3, per: int = 2):
+    """A gallery at ``path`` (a file or a URL) of ``n_people`` synthetic people; returns ``path``."""
     x, _ = people(n_people, per)
-    with Gallery(path) as g:
+    with open_gallery(path) as g:
         for i in range(n_people):
             g.add_embeddings(f"person{i}", x[i * per:(i + 1) * per], [f"p{i}_{j}.jpg" for j in range(per)],
                              **MODEL)
     return path
 
 
-def rows(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+def rows(location) -> int:
+    """Embeddings stored in the gallery at ``location`` (a file or a URL)."""
+    with open_gallery(location, mode="read") as g:
+        return len(g.matrix())
+
 
 
 def lfw_tree(root: Path, n_people: int, per: int) -> dict[str, int]:
@@ -114,9 +118,9 @@ def v1_gallery(path: Path) -> np.ndarray:
 # -- 1. enrolment and import are idempotent --------------------------------------------
 
 
-def test_the_same_embeddings_are_stored_once(tmp_path):
+def test_the_same_embeddings_are_stored_once(gallery_backend):
     x, _ = people(2, 2)
-    with Gallery(tmp_path / "g.db") as g:
+    with gallery_backend.open() as g:
         first = g.store_embeddings("ann", x[:2], ["a.jpg", "b.jpg"], **MODEL)
         generation = g.generation
         again = g.store_embeddings("ann", x[:2], ["a.jpg", "b.jpg"], **MODEL)
@@ -128,18 +132,23 @@ def test_the_same_embeddings_are_stored_once(tmp_path):
         # the same vector under another identity is that identity's own
         assert g.store_embeddings("carl", x[:1], **MODEL).added == 1
         assert [(i.name, i.embeddings) for i in g.identities()] == [("ann", 2), ("bob", 1), ("carl", 1)]
-        stored = dict(g._conn.execute("SELECT source, content_hash FROM embeddings WHERE identity_id=1"))
-        assert stored["a.jpg"] == vector_hash(x[0]) and g.integrity_check() == []
+        stored = g.embedding_rows("ann")
+        assert dict(zip(stored.sources, stored.hashes))["a.jpg"] == vector_hash(x[0]) and g.integrity_check() == []
+
+
+def test_the_sqlite_content_key_is_unique(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
         unique = g._conn.execute("SELECT sql FROM sqlite_master WHERE name='embeddings_content'").fetchone()[0]
         assert "UNIQUE" in unique
 
 
-@pytest.mark.parametrize("suffix", [".json", ".npz"])
-def test_importing_an_export_twice_adds_nothing(tmp_path, suffix):
-    source = synthetic_gallery(tmp_path / "source.db", n_people=3, per=2)
+@pytest.mark.parametrize("gallery_backend,suffix", [("sqlite", ".json"), ("sqlite", ".npz"), ("postgresql", ".json")],
+                         indirect=["gallery_backend"])  # the file formats are the backends' common code
+def test_importing_an_export_twice_adds_nothing(gallery_backend, tmp_path, suffix):
+    source = synthetic_gallery(gallery_backend.location("source"), n_people=3, per=2)
     out = tmp_path / f"export{suffix}"
     assert facespace("gallery", "export", source, out).returncode == 0
-    target = tmp_path / "target.db"
+    target = gallery_backend.location("target")
     first = facespace("gallery", "import", target, out)
     second = facespace("gallery", "import", target, out)
     assert first.returncode == second.returncode == 0, second.stderr
@@ -151,11 +160,11 @@ def test_importing_an_export_twice_adds_nothing(tmp_path, suffix):
     assert rows(source) == 6 and "0 embeddings added, 6 duplicates skipped" in home.stdout
 
 
-def test_two_enrollers_at_once_store_each_image_once(tmp_path):
+def test_two_enrollers_at_once_store_each_image_once(gallery_backend, tmp_path):
     """Two real `gallery enroll` processes on one tree and one (not yet existing) gallery."""
     tree = tmp_path / "tree"
     expected = lfw_tree(tree, n_people=4, per=2)
-    db = tmp_path / "g.db"
+    db = gallery_backend.location()
     command = [sys.executable, "-m", "facespace.cli.main", "gallery", "enroll", str(db), "--tree", str(tree),
                "--quiet", "--json"]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -165,7 +174,7 @@ def test_two_enrollers_at_once_store_each_image_once(tmp_path):
     added = sum(r["added"] for report in reports for r in report)
     duplicates = sum(r["duplicates"] for report in reports for r in report)
     assert added == 8 and duplicates == 8  # each image stored by one of them, skipped by the other
-    with Gallery(db, mode="read") as g:
+    with open_gallery(db, mode="read") as g:
         assert {i.name: i.embeddings for i in g.identities()} == expected
         assert g.integrity_check() == []
     assert rows(db) == sum(expected.values())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from facespace.errors import ModelMismatchError
+from facespace.errors import FacespaceError, ModelMismatchError
 from facespace.calibration import Calibration, threshold_at_far
 from facespace.gallery import Gallery, Identifier, build_index
 from facespace.gallery.search import ExactIndex, FaissIndex, choose_index_kind
@@ -95,13 +95,15 @@ def test_index_choice_and_code_size():
     x = unit(np.random.default_rng(0), 2000)
     assert isinstance(build_index(x[:100]), ExactIndex)
     assert build_index(x[:100]).code_bytes == 512
-    sq = build_index(x, "ivf-sq8", nlist=8)
+    sq = build_index(x, "ivf-sq8", nlist=8, rerank=0)
     assert sq.code_bytes == 128  # 8 bits a dimension for 128-d embeddings
     assert 128 < sq.bytes_per_vector < 160  # plus ids and the coarse centroids
+    reranked = build_index(x, "ivf-sq8", nlist=8)  # the default keeps the float vectors for exact re-ranking
+    assert reranked.rerank > 0 and reranked.code_bytes == 128 and 128 + 512 < reranked.bytes_per_vector < 160 + 512
     assert build_index(x, "hnsw-sq8").code_bytes == 128
     x512 = unit(np.random.default_rng(0), 300, dim=512)
     pq = build_index(x512, "ivf-pq", nlist=2)
-    assert pq.code_bytes == 128 and pq.index.pq.M == 128  # 128 one-byte codes for 512-d embeddings
+    assert pq.code_bytes == 128 and pq.base.pq.M == 128  # 128 one-byte codes for 512-d embeddings
 
 
 def test_calibration_fit_and_far_threshold():
@@ -160,3 +162,20 @@ def test_identifier_from_gallery(tmp_path):
             Identifier.from_gallery(g, model="other", preprocessing_id="p", calibration=CAL)
         with pytest.raises(ModelMismatchError):
             ident.search(np.ones((1, 64), np.float32))
+
+
+def test_exact_reranking_fixes_the_order_of_8bit_codes():
+    """Re-ranking the codes' candidates by their float vectors returns exact distances, and finds
+    the exact nearest neighbour at least as often as the codes alone (same lists probed)."""
+    rng = np.random.default_rng(1)
+    x, queries = unit(rng, 20000), unit(rng, 200)
+    _, truth = ExactIndex(x).search(queries, 1)
+    index = build_index(x, "ivf-sq8", nlist=64, nprobe=64, rerank=8)  # every list: only the codes can err
+    d, found = index.search(queries, 5)
+    exact = 2 - 2 * np.einsum("qd,qkd->qk", queries, x[found])
+    assert np.allclose(d, exact, atol=1e-4) and np.mean(found[:, 0] == truth[:, 0]) == 1.0
+    index.set_search(rerank=0)
+    d_codes, codes_only = index.search(queries, 1)
+    assert np.mean(codes_only[:, 0] == truth[:, 0]) < 1.0 and not np.allclose(d_codes[:, 0], d[:, 0], atol=1e-4)
+    with pytest.raises(FacespaceError, match="re-ranking needs"):
+        build_index(x[:2000], "ivf-sq8", nlist=8, rerank=0).set_search(rerank=4)

@@ -19,7 +19,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from ..clustering import LINKAGES, METHODS, cluster, default_threshold
+from ..clustering import GRAPHS, KNN_MIN_FACES, LINKAGES, METHODS, cluster, default_threshold
+from ..embeddings_io import is_embedding_dataset
 from ..errors import FacespaceError
 from ..files import image_files
 from ..imageio import describe
@@ -32,7 +33,8 @@ THUMB = 112
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="group the faces in a folder of photos by person (JSON + HTML)")
-    p.add_argument("photos", metavar="PHOTOS_DIR", help="folder of photos (searched recursively)")
+    p.add_argument("photos", metavar="PHOTOS_DIR", help="folder of photos (searched recursively), or a Parquet "
+                   "embeddings folder written by `facespace embed --out FOLDER` (its faces are clustered as they are)")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder for clusters.json and index.html")
     p.add_argument("--method", choices=METHODS, default="agglomerative", help="default: agglomerative")
     p.add_argument("--threshold", type=threshold_type, default=None,
@@ -40,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "from the model's calibration, at most its verification threshold)")
     p.add_argument("--k", type=_positive_int, default=None, help="clusters for k-means (default: estimated)")
     p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative linkage")
+    p.add_argument("--graph", choices=GRAPHS, default="auto",
+                   help="pair graph: all pairs, or the FAISS k-nearest-neighbour graph (memory n*k; "
+                        f"default auto: knn from {KNN_MIN_FACES:,} faces)")
     add_quiet_option(p)
     add_pipeline_options(p)
     p.set_defaults(handler=run_cluster)
@@ -59,27 +64,32 @@ def find_images(root: Path) -> list[Path]:
 def run_cluster(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = check_output(args.out, "--out", folder=True)
-    paths = find_images(Path(args.photos))
-    if not paths:
-        raise FacespaceError(f"{describe(args.photos)}: no images found")
-    pipeline = pipeline_from_args(args)
-    faces, errors, embeddings = _embed_faces(pipeline, paths, out, progress=not args.quiet)
+    if is_embedding_dataset(args.photos):
+        images, model, preprocessing_id, verification, faces, errors, vectors = _dataset_faces(args.photos, out)
+    else:
+        paths = find_images(Path(args.photos))
+        if not paths:
+            raise FacespaceError(f"{describe(args.photos)}: no images found")
+        pipeline = pipeline_from_args(args)
+        faces, errors, embeddings = _embed_faces(pipeline, paths, out, progress=not args.quiet)
+        vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.dim), np.float32)
+        images, model, preprocessing_id = len(paths), pipeline.model_name, pipeline.preprocessing_id
+        verification = pipeline.threshold
     threshold = args.threshold if args.threshold is not None else \
-        default_threshold(pipeline.model_name, args.method, len(embeddings), pipeline.threshold)
-    vectors = np.stack(embeddings) if embeddings else np.zeros((0, pipeline.dim), np.float32)
-    result = cluster(vectors, args.method, threshold=threshold, k=args.k, linkage=args.linkage)
+        default_threshold(model, args.method, len(vectors), verification)
+    result = cluster(vectors, args.method, threshold=threshold, k=args.k, linkage=args.linkage, graph=args.graph)
     clusters = [{"cluster": i, "size": int(len(members)), "faces": [faces[j] for j in members]}
                 for i, members in enumerate(result.clusters())]
     report = {
-        "photos": describe(args.photos), "images": len(paths), "faces": len(faces), "errors": errors,
-        "model": pipeline.model_name, "preprocessing_id": pipeline.preprocessing_id,
+        "photos": describe(args.photos), "images": images, "faces": len(faces), "errors": errors,
+        "model": model, "preprocessing_id": preprocessing_id,
         "method": result.method, "params": result.params, "threshold": threshold,
         "clusters": clusters, "seconds": round(time.perf_counter() - started, 2),
     }
     for name, text in (("clusters.json", json.dumps(report, indent=2)), ("index.html", render_html(report))):
         with output_file(out / name) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    print(f"{len(faces)} faces in {len(paths)} images -> {len(clusters)} clusters; wrote "
+    print(f"{len(faces)} faces in {images} images -> {len(clusters)} clusters; wrote "
           f"{describe(out / 'clusters.json')} and {describe(out / 'index.html')}")
     return 1 if errors else 0
 
@@ -109,6 +119,38 @@ def _embed_faces(pipeline, paths: list[Path], out: Path, progress: bool) -> tupl
                           **face.face.to_dict()})
             embeddings.append(face.embedding)
     return faces, errors, embeddings
+
+
+def _dataset_faces(source: str, out: Path) -> tuple:
+    """(images, model, preprocessing id, verification threshold, face records, unreadable images, vectors)
+    of a Parquet embeddings dataset (``facespace embed --out FOLDER``); thumbnails come from the
+    recorded images where they are still readable."""
+    from ..embeddings_io import read_embeddings
+    from ..imageio import load_image
+    from ..pretrained.registry import resolve_config
+
+    table = read_embeddings(source)
+    threshold = resolve_config(table.model, "embedder").threshold
+    faces: list[dict | None] = [None] * len(table)
+    errors: list[dict] = []
+    with write_errors(out / "thumbs"):
+        (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    for image_path, rows in table.by_image().items():
+        try:
+            image = Image.fromarray(load_image(image_path))
+        except FacespaceError as exc:
+            errors.append({"image": image_path, "error": f"{exc} (its faces are clustered without thumbnails)"})
+            image = None
+        for row in rows:
+            thumb = f"thumbs/face_{row:05d}.jpg"
+            if image is not None:
+                with write_errors(out / thumb):
+                    face_thumbnail(image, table.boxes[row], THUMB).save(out / thumb, quality=88)
+            faces[row] = {"face": row, "image": image_path, "href": _href(Path(image_path), out),
+                          "thumbnail": thumb if image is not None else "", "box": table.boxes[row].round(2).tolist(),
+                          "score": round(float(table.scores[row]), 5), "detected": bool(table.detected[row])}
+    return (len(table.by_image()), table.model, table.preprocessing_id, threshold, faces, errors,
+            table.embeddings)
 
 
 def _href(path: Path, out: Path) -> str:

@@ -63,7 +63,17 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
 def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeline":
     """The pipeline the pipeline options ask for. ``settings`` are further :class:`FacePipeline`
     arguments (``threshold=``, ``max_pixels=``, ...); they win over the options (``model=`` a gallery's)."""
-    from ..pipeline import DetectorSettings, FacePipeline  # torch loads only for commands that need it
+    from ..pipeline import FacePipeline  # torch loads only for commands that need it
+
+    pipeline = FacePipeline(**pipeline_options(args, **settings))
+    check_weight_cache(pipeline)
+    return pipeline
+
+
+def pipeline_options(args: argparse.Namespace, **settings: Any) -> dict[str, Any]:
+    """The :class:`FacePipeline` arguments of the pipeline options (plain values: a Ray worker
+    builds its own pipeline from them); ``settings`` win, as in :func:`pipeline_from_args`."""
+    from ..pipeline import DetectorSettings
 
     options: dict[str, Any] = dict(
         model=getattr(args, "model", None),
@@ -78,9 +88,7 @@ def pipeline_from_args(args: argparse.Namespace, **settings: Any) -> "FacePipeli
         min_quality=getattr(args, "min_quality", None),
         preset=getattr(args, "preset", None),
     )
-    pipeline = FacePipeline(**{**options, **settings})
-    check_weight_cache(pipeline)
-    return pipeline
+    return {**options, **settings}
 
 
 def check_weight_cache(pipeline: "FacePipeline") -> None:

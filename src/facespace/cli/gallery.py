@@ -6,6 +6,9 @@ create one, and only where no file exists; ``migrate`` writes a new gallery of a
 beside the old one (never changing it). A file that is not a facespace gallery
 is refused, unchanged. Enrolling or importing what a gallery already has adds
 nothing and says how many were skipped as duplicates.
+
+GALLERY is a SQLite file or a ``postgresql://user@host/db`` URL (a PostgreSQL + pgvector
+gallery, :mod:`facespace.gallery.pg_store`); every action works on both.
 """
 
 from __future__ import annotations
@@ -20,21 +23,23 @@ from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_
 
 
 if TYPE_CHECKING:
+    from ..gallery.backend import GalleryBackend
     from ..gallery.records import EnrolResult
     from ..gallery.schema import GalleryMode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..gallery.store import OnConflict
+    from ..gallery.backend import OnConflict
 
-    actions = add_group(sub, "gallery", help="manage a gallery of enrolled identities (a SQLite file)",
+    actions = add_group(sub, "gallery", help="manage a gallery of enrolled identities (a SQLite file or a "
+                                             "postgresql:// URL)",
                         dest="gallery_command", metavar="ACTION")
 
     enroll = _add_action(actions, "enroll", run_enroll,
                          help="enrol a folder-per-person tree, or images of one person",
                          description="Enrol identities. Either --tree DIR (one sub-folder of images per "
                                      "person) or IMG... --name NAME. Each person is one transaction.",
-                         gallery_help="gallery file (created if it does not exist)")
+                         gallery_help="gallery file or postgresql:// URL (created if it does not exist)")
     enroll.add_argument("images", nargs="*", metavar="IMG")
     enroll.add_argument("--tree", metavar="DIR", help="folder with one sub-folder of images per person")
     enroll.add_argument("--name", help="identity name for the IMG arguments")
@@ -56,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = _add_action(actions, "export", run_export, help="write the gallery to .json or .npz")
     export.add_argument("out", metavar="OUT", help="file ending in .json or .npz")
 
-    imp = _add_action(actions, "import", run_import, help="add identities from a .json or .npz export")
+    imp = _add_action(actions, "import", run_import, help="add identities from a .json or .npz export, or from "
+                      "a Parquet embeddings folder of `facespace embed` (each image's largest face, named by its folder)")
     imp.add_argument("source", metavar="FILE")
     imp.add_argument("--on-conflict", choices=get_args(OnConflict), default="merge",
                      help="what to do with names already enrolled (default: merge embeddings)")
@@ -68,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "not at all.", gallery_help="the gallery to migrate (left unchanged)")
     migrate.add_argument("--to", required=True, metavar="MODEL", dest="target", help="the new model")
     migrate.add_argument("--map", metavar="NAME", help="compatibility map (default: the best stored one)")
-    migrate.add_argument("--out", metavar="NEW", help="new gallery file (default OLD.<MODEL>.db; must not exist)")
+    migrate.add_argument("--out", metavar="NEW", help="new gallery file or postgresql:// URL (default OLD.<MODEL>.db "
+                                                      "beside a file OLD; must not exist)")
     migrate.add_argument("--re-embed", action="store_true",
                          help="embed the recorded photos again with MODEL where all of an identity's are readable")
     migrate.add_argument("--json", action="store_true", help="print a JSON report")
@@ -79,16 +86,21 @@ def _add_action(actions: argparse._SubParsersAction, name: str, handler, help: s
                 description: str | None = None, gallery_help: str | None = None) -> argparse.ArgumentParser:
     """``facespace gallery NAME GALLERY ...``, run by ``handler``."""
     parser = actions.add_parser(name, help=help, description=description)
-    parser.add_argument("gallery", metavar="GALLERY", help=gallery_help)
+    parser.add_argument("gallery", metavar="GALLERY", help=gallery_help or GALLERY_HELP)
     parser.set_defaults(handler=handler)
     return parser
 
 
-def open_gallery(path: str, mode: "GalleryMode" = "read"):
-    """The gallery at ``path``, opened as ``mode`` says (default read-only: the file stays as it is)."""
-    from ..gallery import Gallery
+#: What a GALLERY argument may be.
+GALLERY_HELP = "gallery: a SQLite file or a postgresql:// URL"
 
-    return Gallery(path, mode=mode)
+
+def open_gallery(location: str, mode: "GalleryMode" = "read") -> "GalleryBackend":
+    """The gallery at ``location`` (a file or a URL), opened as ``mode`` says (default read-only: it
+    stays as it is)."""
+    from ..gallery.backend import open_gallery as open_backend
+
+    return open_backend(location, mode=mode)
 
 
 def pipeline_for_gallery(args: argparse.Namespace, gallery):
@@ -176,7 +188,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..gallery.store import read_import
+    from ..gallery.backend import read_import
 
     loaded = read_import(args.source)  # a bad file is refused before a gallery is opened or made
     with open_gallery(args.gallery, mode="create") as gallery:

@@ -53,8 +53,11 @@ def identifier_from_args(args: argparse.Namespace, gallery, pipeline):
 
 def register(sub: argparse._SubParsersAction) -> None:
     identify = sub.add_parser("identify", help="name the faces in images using a gallery")
-    identify.add_argument("images", nargs="+", metavar="IMG")
-    identify.add_argument("--gallery", "-g", required=True, metavar="GALLERY", help="gallery file")
+    identify.add_argument("images", nargs="*", metavar="IMG")
+    identify.add_argument("--embeddings", metavar="FOLDER", default=None,
+                          help="identify the faces of a Parquet embeddings folder (`facespace embed --out FOLDER`) "
+                               "instead of images: nothing is embedded again")
+    identify.add_argument("--gallery", "-g", required=True, metavar="GALLERY", help="gallery file or postgresql:// URL")
     identify.add_argument("--json", action="store_true", help="print JSON lines, one per image")
     add_search_options(identify)
     add_pipeline_options(identify)
@@ -62,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_identify(args: argparse.Namespace) -> int:
+    if bool(args.images) == bool(args.embeddings):
+        raise FacespaceError("give either images or --embeddings FOLDER")
+    if args.embeddings:
+        from ..embeddings_io import read_embeddings
+
+        table = read_embeddings(args.embeddings)  # a bad folder is refused before the gallery is opened
+        args.model = args.model or table.model
     with open_gallery(args.gallery, mode="read") as gallery:
         pipeline = pipeline_for_gallery(args, gallery)
         identifier = identifier_from_args(args, gallery, pipeline)
@@ -69,7 +79,9 @@ def run_identify(args: argparse.Namespace) -> int:
             print(f"# gallery of {gallery.model} searched through map {identifier.map_name}")
     mapped = {"map": identifier.map_name} if identifier.map_name else {}
     failures = 0
-    for result in pipeline.iter_embed_images(args.images, on_error="report"):
+    results = (pipeline.iter_embed_images(args.images, on_error="report") if not args.embeddings
+               else _dataset_results(table, pipeline))
+    for result in results:
         if not result.ok:
             print(f"facespace: error: {result.error}", file=sys.stderr)
             failures += 1
@@ -88,6 +100,21 @@ def run_identify(args: argparse.Namespace) -> int:
             print(f"{result.source}\t[{box}]\t{ident.identity}\tdistance={best.distance:.3f}\t"
                   f"p={best.probability:.3f}\tquality={f.quality:.2f}")
     return 1 if failures else 0
+
+
+def _dataset_results(table, pipeline):
+    """The faces of an embeddings dataset, image by image, as the pipeline would have made them;
+    a dataset of another model or preprocessing than ``pipeline`` is refused."""
+    from ..errors import ModelMismatchError
+    from ..types import EmbeddedFace, Face, ImageResult
+
+    if (table.model, table.preprocessing_id) != (pipeline.model_name, pipeline.preprocessing_id):
+        raise ModelMismatchError(f"the embeddings were made by {table.model} [{table.preprocessing_id}], the search "
+                                 f"expects {pipeline.model_name} [{pipeline.preprocessing_id}]")
+    for image, rows in table.by_image().items():
+        yield ImageResult(source=image, faces=[EmbeddedFace(Face(table.boxes[r], float(table.scores[r]),
+                                                                 table.landmarks[r], bool(table.detected[r])),
+                                                            table.embeddings[r]) for r in rows])
 
 
 __all__ = ["register", "add_search_options", "identifier_from_args", "far_type", "FacespaceError"]

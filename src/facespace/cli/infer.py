@@ -14,8 +14,8 @@ from ..errors import FacespaceError
 from ..files import atomic_write_bytes
 from ..imageio import describe
 from ..quantized import INT8_CODES, quantize_int8
-from .common import (add_pipeline_options, add_quiet_option, check_output, output_file, pipeline_from_args,
-                     threshold_type)
+from .common import (_positive_int, add_pipeline_options, add_quiet_option, check_output, output_file,
+                     pipeline_from_args, pipeline_options, threshold_type)
 
 #: What ``embed --quantize`` may store instead of float32 embeddings.
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
@@ -29,12 +29,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pipeline_options(detect, detection_only=True)
     detect.set_defaults(handler=run_detect)
 
-    embed = sub.add_parser("embed", help="embed every face of images into a file")
-    embed.add_argument("images", nargs="+", metavar="IMG")
-    embed.add_argument("--out", required=True, metavar="FILE", help="output: .npz (NumPy) or .jsonl (JSON lines)")
+    from ..batch import ENGINES
+
+    embed = sub.add_parser("embed", help="embed every face of images into a file or a Parquet dataset",
+                           description="With --out FILE.npz or FILE.jsonl the images are embedded into one file. "
+                                       "With any other --out (a folder) IMG may also be folders and .txt lists, "
+                                       "and every face is written to a resumable Parquet dataset there (a rerun "
+                                       "skips finished images; unreadable ones are listed in OUT/errors.jsonl), "
+                                       "by this process (--engine local) or a Ray cluster (--engine ray).")
+    embed.add_argument("images", nargs="+", metavar="IMG", help="images (for a dataset also folders and .txt lists)")
+    embed.add_argument("--out", required=True, metavar="OUT",
+                       help="output: .npz (NumPy), .jsonl (JSON lines), or a folder for a Parquet dataset")
     embed.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
                        help="store int8 codes (one byte a dimension; facespace.quantized.dequantize_int8 "
-                            "reads them back) instead of float32")
+                            "reads them back) instead of float32 (.npz and .jsonl only)")
+    scale = embed.add_argument_group("dataset")
+    scale.add_argument("--engine", choices=ENGINES, default="local",
+                       help="where a Parquet dataset is made: this process (default) or Ray")
+    scale.add_argument("--address", default=None, metavar="ADDR",
+                       help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray")
+    scale.add_argument("--workers", type=_positive_int, default=2,
+                       help="Ray actors, one CPU and one pipeline each (default 2; a local Ray gets as many CPUs)")
     add_quiet_option(embed)
     add_pipeline_options(embed)
     embed.set_defaults(handler=run_embed)
@@ -116,10 +131,16 @@ def draw_faces(image: np.ndarray, faces, labels: list[str] | None = None) -> np.
     return canvas
 
 
+#: ``embed --out`` suffixes written as one file; any other ``--out`` is a Parquet dataset folder.
+FILE_SUFFIXES = (".npz", ".jsonl")
+
+
 def run_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in (".npz", ".jsonl"):
-        raise FacespaceError(f"--out must end in .npz or .jsonl, got {out.name!r}")
+    if out.suffix not in FILE_SUFFIXES:
+        return run_embed_dataset(args)
+    if args.engine != "local" or args.address:
+        raise FacespaceError(f"--engine ray writes a Parquet dataset: give --out a folder, not {out.name!r}")
     check_output(out, "--out")
     pipeline = pipeline_from_args(args)
     progress = not args.quiet and len(args.images) > 1
@@ -150,6 +171,25 @@ def run_embed(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} embedding(s) of {len(results) - failures} image(s) to {describe(out)}",
           file=sys.stderr)
     return 1 if failures else 0
+
+
+def run_embed_dataset(args: argparse.Namespace) -> int:
+    """``embed --out FOLDER``: every face into a resumable Parquet dataset (:mod:`facespace.batch`)."""
+    from ..batch import embed_dataset
+
+    if args.quantize:
+        raise FacespaceError("--quantize applies to .npz and .jsonl outputs; a Parquet dataset stores float32")
+    out = check_output(args.out, "--out", folder=True)
+    pipeline_from_args(args)  # options and the weight cache checked before any work
+    report = embed_dataset(args.images, out, pipeline_options(args), engine=args.engine, address=args.address,
+                           workers=args.workers, progress=not args.quiet)
+    for error in report.errors[report.previous_errors:]:
+        _report_failure(error["path"], error["error"])
+    summary = report.to_dict()
+    print(f"{describe(out)}: {summary['embedded']} image(s) embedded now ({summary['faces']} face(s), "
+          f"{summary['no_face']} without a face), {summary['skipped']} done before, {summary['errors']} unreadable "
+          f"(listed in errors.jsonl)", file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 def _stored_vectors(rows: list, dim: int, quantize: str | None) -> np.ndarray:

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video", help="track faces in a video and identify each track")
     p.add_argument("video", metavar="IN", help="video file (anything OpenCV reads, e.g. .mp4)")
     p.add_argument("--every", type=_positive_int, default=5, help="process every n-th frame (default 5)")
-    p.add_argument("--gallery", "-g", metavar="GALLERY", help="gallery to identify the tracks with")
+    p.add_argument("--gallery", "-g", metavar="GALLERY", help="gallery (file or postgresql:// URL) to identify the tracks with")
     p.add_argument("--json", metavar="FILE", help="write the tracks as JSON here (default: stdout)")
     p.add_argument("--annotate", metavar="OUT.mp4", help="also write a copy with boxes and names")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")

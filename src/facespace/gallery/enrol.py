@@ -1,7 +1,7 @@
 """Enrolment: embedding a person's images with a pipeline and storing them in a gallery.
 
 The embeddings are computed *before* the gallery's write transaction opens
-(:meth:`~facespace.gallery.store.Gallery.store_embeddings`), so the write lock
+(:meth:`~facespace.gallery.backend.GalleryBackend.store_embeddings`), so the write lock
 is held for milliseconds; each identity commits at once or not at all.
 
 Each embedding is keyed by the sha256 of the image it came from: a file is read
@@ -31,7 +31,7 @@ from .records import EnrolResult, GalleryError, check_name, content_hash
 if TYPE_CHECKING:
     from ..imageio import ImageInput
     from ..pipeline import FacePipeline
-    from .store import Gallery
+    from .backend import GalleryBackend
 
 __all__ = ["enroll_images", "enroll_tree", "folder_tree"]
 
@@ -39,7 +39,7 @@ __all__ = ["enroll_images", "enroll_tree", "folder_tree"]
 READ_WHOLE_MAX = 256 << 20
 
 
-def enroll_images(gallery: "Gallery", pipeline: "FacePipeline", name: str, images: Iterable["ImageInput"],
+def enroll_images(gallery: "GalleryBackend", pipeline: "FacePipeline", name: str, images: Iterable["ImageInput"],
                   replace: bool = False, sources: Sequence[str] | None = None) -> EnrolResult:
     """Embed the largest face of each image and enrol them all as ``name`` (one transaction).
 
@@ -131,7 +131,7 @@ def _file_content(path: str | os.PathLike) -> tuple[Optional[bytes], Optional[st
     return (data, content_hash(data)) if data else (None, None)
 
 
-def enroll_tree(gallery: "Gallery", pipeline: "FacePipeline", root: str | os.PathLike, replace: bool = False,
+def enroll_tree(gallery: "GalleryBackend", pipeline: "FacePipeline", root: str | os.PathLike, replace: bool = False,
                 progress: bool = False) -> list[EnrolResult]:
     """Enrol every ``root/<person>/`` folder's images as identity ``<person>``.
 

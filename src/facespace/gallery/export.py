@@ -1,5 +1,10 @@
 """Gallery export files: every identity and embedding in ``.json`` or ``.npz``.
 
+A Parquet embeddings dataset (:mod:`facespace.embeddings_io`, written by ``facespace embed
+--out FOLDER``) reads as an export too: each image's largest face becomes an embedding of the
+identity named by the image's folder (``root/<person>/<image>``, as ``gallery enroll --tree``),
+keyed by the sha256 of the image's bytes, as enrolment keys it.
+
 Both formats carry a header (``format``: ``facespace-gallery``, ``version``,
 ``model``, ``preprocessing_id``, ``dim``) and, per embedding, its identity's
 name and creation time, the float32 vector, its source, its creation time and
@@ -25,6 +30,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..embeddings_io import is_embedding_dataset, read_embeddings
+from ..errors import FacespaceError
+from ..face_choice import choose_index
 from ..files import atomic_path
 from .records import GalleryError, vector_hash
 
@@ -110,12 +118,14 @@ def read_export(path: str | os.PathLike) -> tuple[dict, dict[str, ExportedPerson
     """The header and ``{name: ExportedPerson}`` of an export file, checked: anything malformed
     (junk, a truncated file, wrong arrays or fields) is one :class:`GalleryError`."""
     path = Path(path)
+    if is_embedding_dataset(path):
+        return _read_dataset(path)
     if not path.is_file():
         raise GalleryError(f"{path}: no such file")
     readers = {".json": _read_json, ".npz": _read_npz}
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise GalleryError(f"{path}: import a .json or .npz export")
+        raise GalleryError(f"{path}: import a .json or .npz export, or a Parquet embeddings folder")
     try:
         header, people = reader(path)
         return header, {name: _checked_person(header, name, *entry) for name, entry in people.items()}
@@ -195,3 +205,23 @@ def _read_npz(path: Path) -> tuple[dict, dict[str, tuple[list, list, list, list]
             entry[2].append(float(stamp))
             entry[3].append(str(key) or None)
     return header, people
+
+
+def _read_dataset(path: Path) -> tuple[dict, dict[str, ExportedPerson]]:
+    """A Parquet embeddings dataset as an export: per image its largest face, named by its folder."""
+    try:
+        table = read_embeddings(path)
+    except FacespaceError as exc:
+        raise GalleryError(str(exc)) from None
+    header = {"format": EXPORT_FORMAT, "version": 2, "model": table.model,
+              "preprocessing_id": table.preprocessing_id, "dim": table.dim}
+    now = time.time()
+    people: dict[str, tuple[list, list, list, list]] = {}
+    for image, rows in table.by_image().items():
+        row = rows[choose_index(table.boxes[rows], rule="largest")]
+        entry = people.setdefault(Path(image).parent.name, ([], [], [], []))
+        entry[0].append(table.embeddings[row])
+        entry[1].append(image)
+        entry[2].append(now)
+        entry[3].append(table.sha256[row] or None)
+    return header, {name: _checked_person(header, name, *entry) for name, entry in people.items()}

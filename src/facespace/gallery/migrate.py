@@ -8,10 +8,13 @@ embedding those photos again (the better result). Identities that cannot be
 re-embedded fall back to the map. Content keys are kept, so the new gallery
 stays idempotent for the same photos.
 
-The new gallery is built under a temporary name beside its final one and
-renamed when complete (:func:`facespace.files.atomic_path`): a migration
-killed half-way leaves the old gallery untouched and nothing under the new
-name (only a hidden ``.NAME.*.part.db`` temporary to delete).
+Either gallery may be a file or a PostgreSQL URL (:func:`.backend.open_gallery`). A new file
+gallery is built under a temporary name beside its final one and renamed when complete
+(:func:`facespace.files.atomic_path`): a migration killed half-way leaves the old gallery
+untouched and nothing under the new name (only a hidden ``.NAME.*.part.db`` temporary to
+delete). A new PostgreSQL gallery must not exist yet; it is written one identity per
+transaction, so a migration killed half-way leaves the identities copied so far (drop its
+``facespace_*`` tables, or run the migration again into another database).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from ..files import atomic_path
+from .backend import GalleryBackend, is_postgres_url, open_gallery
 from .enrol import enroll_images
-from .records import GalleryError
-from .store import Gallery
+from .records import GalleryError, printable_url
 
 if TYPE_CHECKING:
     from ..compat import CompatMap
@@ -38,8 +44,8 @@ class MigrationResult:
     """What a migration wrote: identities and embeddings, how many identities went through the map
     and how many were embedded again, and images a re-embedding skipped (no face found)."""
 
-    source: Path
-    path: Path
+    source: "str | Path"
+    path: "str | Path"
     model: str
     preprocessing_id: str
     map: str | None
@@ -57,12 +63,14 @@ class MigrationResult:
 
 
 def default_migration_path(old_path: str | os.PathLike, target_model: str) -> Path:
-    """``OLD.<MODEL>.db`` beside ``OLD.db``."""
+    """``OLD.<MODEL>.db`` beside ``OLD.db`` (a PostgreSQL gallery has no default: give ``new_path``)."""
+    if is_postgres_url(old_path):
+        raise GalleryError("migrating a PostgreSQL gallery needs the new gallery's location (--out FILE or URL)")
     old = Path(old_path)
     return old.with_name(f"{old.stem}.{target_model}{old.suffix or '.db'}")
 
 
-def _choose_map(old: Gallery, target_model: str, compat_map: "CompatMap | None",
+def _choose_map(old: GalleryBackend, target_model: str, compat_map: "CompatMap | None",
                 needed: bool) -> "CompatMap | None":
     """The given map (checked), else the best stored one into plain ``target_model`` space; None
     only when none is stored and ``needed`` is false (every identity will be re-embedded)."""
@@ -84,13 +92,24 @@ def _choose_map(old: Gallery, target_model: str, compat_map: "CompatMap | None",
     return compat_map
 
 
-def _check_request(old: Gallery, new_path: Path, target_model: str, pipeline: "FacePipeline | None") -> None:
-    if new_path.exists():
+def _exists(location: "str | Path") -> bool:
+    if not is_postgres_url(location):
+        return Path(location).exists()
+    try:
+        open_gallery(str(location), mode="read").close()
+    except GalleryError as exc:
+        return "no such gallery" not in str(exc)
+    return True
+
+
+def _check_request(old: GalleryBackend, new_path: "str | Path", target_model: str,
+                   pipeline: "FacePipeline | None") -> None:
+    if _exists(new_path):
         raise GalleryError(f"{new_path} already exists; choose another --out (a migration never overwrites)")
     if old.model is None:
-        raise GalleryError(f"gallery {old.path} is empty; nothing to migrate")
+        raise GalleryError(f"gallery {old.location} is empty; nothing to migrate")
     if old.model == target_model:
-        raise GalleryError(f"gallery {old.path} already holds {target_model} embeddings")
+        raise GalleryError(f"gallery {old.location} already holds {target_model} embeddings")
     if pipeline is not None and pipeline.model_name != target_model:
         raise GalleryError(f"the re-embedding pipeline runs {pipeline.model_name}, not {target_model}")
 
@@ -109,8 +128,12 @@ def migrate_gallery(old_path: str | os.PathLike, new_path: str | os.PathLike | N
     and all identities without a pipeline, go through ``compat_map`` (default: the best stored map
     into plain ``target_model`` space). An existing ``new_path`` is refused.
     """
-    new_path = Path(new_path) if new_path is not None else default_migration_path(old_path, target_model)
-    with Gallery(old_path, mode="read") as old:
+    if new_path is None:
+        new_path = default_migration_path(old_path, target_model)
+    elif not is_postgres_url(new_path):
+        new_path = Path(new_path)
+    with open_gallery(old_path, mode="read") as old:
+        source = old.location if is_postgres_url(old_path) else Path(old_path)
         _check_request(old, new_path, target_model, pipeline)
         names = [info.name for info in old.identities()]
         batches = {name: old.embedding_rows(name) for name in names}
@@ -121,16 +144,28 @@ def migrate_gallery(old_path: str | os.PathLike, new_path: str | os.PathLike | N
                            f"[{chosen.space_id}]; use the model's default crop to mix both in one gallery")
     preprocessing_id = chosen.space_id if chosen is not None else pipeline.preprocessing_id
     counts = {"embeddings": 0, "mapped": 0, "re_embedded": 0, "skipped": 0}
-    with atomic_path(new_path) as tmp:
-        with Gallery(tmp, mode="create") as new:
-            for name, batch in batches.items():
-                _copy_identity(new, name, batch, chosen, pipeline, target_model, counts)
-    return MigrationResult(source=Path(old_path), path=new_path, model=target_model,
+    with _new_gallery(new_path) as new:
+        for name, batch in batches.items():
+            _copy_identity(new, name, batch, chosen, pipeline, target_model, counts)
+    shown = new_path if isinstance(new_path, Path) else printable_url(new_path)
+    return MigrationResult(source=source, path=shown, model=target_model,
                            preprocessing_id=preprocessing_id, map=None if chosen is None else chosen.name,
                            identities=len(batches), **counts)
 
 
-def _copy_identity(new: Gallery, name: str, batch, compat_map: "CompatMap | None",
+@contextmanager
+def _new_gallery(location: "str | Path") -> Iterator[GalleryBackend]:
+    """The new gallery: a file under a temporary name until complete, or a new PostgreSQL gallery."""
+    if is_postgres_url(location):
+        with open_gallery(str(location), mode="create") as new:
+            yield new
+        return
+    with atomic_path(Path(location)) as tmp:
+        with open_gallery(tmp, mode="create") as new:
+            yield new
+
+
+def _copy_identity(new: GalleryBackend, name: str, batch, compat_map: "CompatMap | None",
                    pipeline: "FacePipeline | None", target_model: str, counts: dict) -> None:
     """One identity into ``new`` (one transaction): re-embedded when it can be, else mapped."""
     if pipeline is not None and _readable(batch.sources):

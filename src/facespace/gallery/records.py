@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -16,13 +17,17 @@ import numpy as np
 from ..comparison import unit_rows
 from ..errors import FacespaceError
 
-__all__ = ["GalleryError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo", "EnrolResult",
+__all__ = ["GalleryError", "GalleryUnavailableError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo", "EnrolResult",
            "Stored", "ImportResult", "GalleryMatrix", "EmbeddingBatch", "check_name", "as_unit_rows",
-           "content_hash", "vector_hash"]
+           "content_hash", "vector_hash", "printable_url"]
 
 
 class GalleryError(FacespaceError):
     """A gallery operation cannot be done (bad file, bad name, bad import)."""
+
+
+class GalleryUnavailableError(GalleryError):
+    """The gallery's database cannot be reached now (a server down or restarting); trying again may work."""
 
 
 class UnknownIdentityError(GalleryError, KeyError):
@@ -92,12 +97,14 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class GalleryMatrix:
-    """All embeddings of a gallery in memory: ``vectors[i]`` belongs to ``names[labels[i]]``."""
+    """All embeddings of a gallery in memory: ``vectors[i]`` belongs to ``names[labels[i]]``; ``ids[i]``
+    is its row's id where a backend's own index answers by id (PostgreSQL), else None."""
 
     names: list[str]
     labels: np.ndarray
     vectors: np.ndarray
     generation: int
+    ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -182,3 +189,13 @@ def as_unit_rows(vectors: np.ndarray) -> np.ndarray:
     scale = np.abs(norms - 1) > UNIT_TOLERANCE
     out[scale] = unit_rows(vectors[scale])
     return out
+
+
+def printable_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))

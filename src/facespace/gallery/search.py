@@ -5,7 +5,10 @@
   same-person probability and a target false-accept rate into a threshold.
 * :func:`build_index` picks the search structure: an exact matrix product for
   small galleries, FAISS (IVF with 8-bit scalar or product quantisation, or
-  HNSW) for large ones, so a face costs about 128 bytes.
+  HNSW) for large ones: 128-byte codes a face, whose candidates are re-ranked exactly
+  from the float vectors the index also keeps (about 650 bytes a face in all).
+* A PostgreSQL gallery searches through its own pgvector HNSW index from its size threshold on
+  (:meth:`~.backend.GalleryBackend.native_index`, ``index="pgvector"`` asks for it at any size).
 * :class:`Identifier` combines the two: top-k identities with distance and
   probability, and open-set rejection at a threshold set for a target FAR.
 """
@@ -24,19 +27,24 @@ from ..errors import FacespaceError, ModelMismatchError, check_choice
 
 if TYPE_CHECKING:
     from ..compat import CompatMap
+    from .backend import GalleryBackend
     from .records import GalleryMatrix
-    from .store import Gallery
 
 UNKNOWN = "unknown"
 #: The identity of a probe face refused for its quality (see ``Identification.with_quality``).
 LOW_QUALITY = "low_quality"
 #: Galleries with at least this many embeddings get a FAISS index under ``index="auto"``.
 AUTO_FAISS_MIN = 50_000
+#: IVF lists probed and candidates re-ranked exactly per result by default (:class:`FaissIndex`):
+#: the fastest setting of ``benchmarks/search_scale.py --curve`` with recall@1 >= 0.99 against exact
+#: search at 1M face-like vectors on one thread (benchmarks/results/search_scale_curve.json).
+DEFAULT_NPROBE = 256
+DEFAULT_RERANK = 4
 #: The kinds :class:`FaissIndex` builds.
 FaissKind = Literal["ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat"]
-#: The search structures :func:`build_index` makes (``auto``: see :func:`choose_index_kind`);
-#: a nested Literal flattens: "auto", "exact", "ivf-sq8", "ivf-pq", "hnsw", "hnsw-sq8", "ivf-flat".
-IndexKind = Literal["auto", "exact", FaissKind]
+#: The search structures (``auto``: see :func:`choose_index_kind`; ``pgvector``: a PostgreSQL gallery's
+#: own index, :mod:`.pg_store`); a nested Literal flattens: "auto", "exact", "pgvector", "ivf-sq8", ...
+IndexKind = Literal["auto", "exact", "pgvector", FaissKind]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 #: How :class:`Identifier` scores an identity: by its nearest embedding or by their mean.
 Aggregate = Literal["nearest", "centroid"]
@@ -111,15 +119,17 @@ class FaissIndex:
     ``ivf-pq``: inverted lists + product quantisation (``code_bytes`` a face, at
     most D/2, in 8-bit sub-quantisers);
     ``hnsw`` / ``hnsw-sq8``: HNSW graph over float / 8-bit codes; ``ivf-flat``.
-    ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall. Defaults from
-    ``benchmarks/search_scale.py`` on 1M face-like vectors, one thread: ivf-sq8 with
-    nprobe 128 finds the exact nearest neighbour for 96.4% of queries in 0.9 ms (32: 89.8%,
-    0.26 ms; exact search 27 ms); hnsw-sq8 with ef_search 256 84.2% in 0.5 ms.
+    ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade speed for recall. ``rerank`` > 0 keeps the
+    float vectors too (4 D bytes a face more) and re-ranks ``rerank`` x k candidates of the
+    codes by their exact distances (FAISS ``IndexRefineFlat``), which removes the ranking
+    errors of 8-bit codes; 0 searches the codes alone. Defaults (:data:`DEFAULT_NPROBE`,
+    :data:`DEFAULT_RERANK`) from ``benchmarks/search_scale.py --curve`` on 1M face-like vectors,
+    one thread (``benchmarks/results/search_scale_curve.json``).
     """
 
     def __init__(self, vectors: np.ndarray, kind: FaissKind = "ivf-sq8", code_bytes: int = 128,
-                 nlist: int | None = None, nprobe: int = 128, hnsw_m: int = 32, ef_search: int = 256,
-                 train_size: int = 100_000, seed: int = 0) -> None:
+                 nlist: int | None = None, nprobe: int | None = None, hnsw_m: int = 32, ef_search: int = 256,
+                 train_size: int = 100_000, seed: int = 0, rerank: int | None = None) -> None:
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -149,13 +159,34 @@ class FaissIndex:
             rng = np.random.default_rng(seed)
             sample = vectors if n <= train_size else vectors[rng.choice(n, train_size, replace=False)]
             index.train(sample)
+        self.base = index
+        if rerank is None:  # float storage (ivf-flat, hnsw) ranks exactly already
+            rerank = DEFAULT_RERANK if kind in ("ivf-sq8", "ivf-pq", "hnsw-sq8") else 0
+        if rerank > 0:
+            index = faiss.IndexRefineFlat(index)
         index.add(vectors)
-        if kind.startswith("ivf"):
-            index.nprobe = min(nprobe, nlist)
-        else:
-            index.hnsw.efSearch = ef_search
-        self.index = index
+        self.index = self._searcher = index
+        self.set_search(nprobe=DEFAULT_NPROBE if nprobe is None else nprobe, ef_search=ef_search, rerank=rerank)
         self._n = n
+
+    def set_search(self, nprobe: int | None = None, ef_search: int | None = None, rerank: int | None = None) -> None:
+        """Change the search breadth of a built index (lists probed, HNSW breadth, candidates re-ranked
+        per result; re-ranking needs an index built with ``rerank`` > 0)."""
+        if nprobe is not None and self.kind.startswith("ivf"):
+            self.base.nprobe = min(int(nprobe), self.nlist)
+        if ef_search is not None and self.kind.startswith("hnsw"):
+            self.base.hnsw.efSearch = int(ef_search)
+        if rerank is not None:
+            if rerank > 0 and self.index is self.base:
+                raise FacespaceError("re-ranking needs an index built with rerank > 0 (it keeps the float vectors)")
+            if rerank > 0:
+                self.index.k_factor = float(rerank)
+            self._searcher = self.index if rerank > 0 else self.base
+            self.rerank = int(rerank)
+
+    @property
+    def nprobe(self) -> int | None:
+        return int(self.base.nprobe) if self.kind.startswith("ivf") else None
 
     def __len__(self) -> int:
         return self._n
@@ -166,8 +197,8 @@ class FaissIndex:
         import faiss
 
         if self.kind.startswith("hnsw"):
-            return int(faiss.downcast_index(self.index.storage).code_size)
-        return int(self.index.code_size)
+            return int(faiss.downcast_index(self.base.storage).code_size)
+        return int(self.base.code_size)
 
     @property
     def bytes_per_vector(self) -> float:
@@ -178,7 +209,7 @@ class FaissIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        distances, ids = self.index.search(queries, min(k, self._n))
+        distances, ids = self._searcher.search(queries, min(k, self._n))
         return np.clip(distances, 0, 4), ids.astype(np.int64)
 
 
@@ -191,8 +222,9 @@ def _pq_subquantizers(d: int, code_bytes: int) -> int:
 
 
 def choose_index_kind(n: int, dim: int, kind: IndexKind = "auto") -> str:
-    """``auto``: exact below :data:`AUTO_FAISS_MIN` embeddings, else about 128 bytes a face
-    (``ivf-sq8`` for D <= 128, ``ivf-pq`` with 128-byte codes above)."""
+    """``auto``: exact below :data:`AUTO_FAISS_MIN` embeddings, else 128-byte codes a face
+    (``ivf-sq8`` for D <= 128, ``ivf-pq`` with 128-byte codes above), re-ranked exactly
+    (:class:`FaissIndex`'s defaults)."""
     check_choice(kind, IndexKind, "index")
     if kind != "auto":
         return kind
@@ -205,6 +237,9 @@ def build_index(vectors: np.ndarray, kind: IndexKind = "auto", **options) -> Ind
     """An index over ``vectors`` of the given kind (see :func:`choose_index_kind`)."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     chosen = choose_index_kind(len(vectors), vectors.shape[1], kind)
+    if chosen == "pgvector":
+        raise FacespaceError("index 'pgvector' is a PostgreSQL gallery's own index; this gallery is not one "
+                             "(choose exact, auto or a FAISS index)")
     if chosen == "exact" or len(vectors) == 0:
         return ExactIndex(vectors)
     return FaissIndex(vectors, kind=chosen, **options)
@@ -268,14 +303,16 @@ class Identifier:
     ``"centroid"`` by the mean of its embeddings (one vector per identity).
     The rejection threshold is ``threshold`` if given, else the calibrated
     one for ``far`` (a search's false-accept rate over this gallery's
-    identities), else the calibration's midpoint. ``model`` and
+    identities), else the calibration's midpoint. ``index`` is an
+    :data:`IndexKind`, or an :class:`Index` already built over these rows in
+    label order (a backend's own, :meth:`from_gallery`). ``model`` and
     ``preprocessing_id`` record what the embeddings were made with (set by
     :meth:`from_gallery`; None when unknown).
     """
 
     def __init__(self, names: Sequence[str], labels: np.ndarray, vectors: np.ndarray,
                  calibration: Calibration, threshold: float | None = None, far: float | None = 0.01,
-                 index: IndexKind = "auto", aggregate: Aggregate = "nearest", *, model: str | None = None,
+                 index: "IndexKind | Index" = "auto", aggregate: Aggregate = "nearest", *, model: str | None = None,
                  preprocessing_id: str | None = None, compat_map: "CompatMap | None" = None,
                  **index_options) -> None:
         check_choice(aggregate, Aggregate, "aggregate")
@@ -287,13 +324,15 @@ class Identifier:
         if aggregate == "centroid" and len(vectors):
             labels, vectors = _centroids(labels, vectors, len(self.names))
         order = np.argsort(labels, kind="stable")  # contiguous identities: per-identity minima by reduceat
+        if not isinstance(index, str) and not np.array_equal(order, np.arange(len(order))):
+            raise FacespaceError("a prebuilt index needs its rows in label order")
         labels, vectors = labels[order], vectors[order]
         self.labels, self.aggregate = labels, aggregate
         self._starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if len(labels) else labels
         self._present = labels[self._starts] if len(labels) else labels
         self.dim = vectors.shape[1]
         self.per_identity_max = int(np.bincount(labels).max()) if len(labels) else 0
-        self.index = build_index(vectors, index, **index_options)
+        self.index = build_index(vectors, index, **index_options) if isinstance(index, str) else index
         self.calibration = calibration
         self.threshold = _rejection_threshold(calibration, threshold, far, len(self.names))
         self.far = far if threshold is None and calibration.far_table else None
@@ -303,20 +342,25 @@ class Identifier:
         return cls(matrix.names, matrix.labels, matrix.vectors, calibration, **kwargs)
 
     @classmethod
-    def from_gallery(cls, gallery: "Gallery", model: str | None = None, preprocessing_id: str | None = None,
+    def from_gallery(cls, gallery: "GalleryBackend", model: str | None = None, preprocessing_id: str | None = None,
                      calibration: Calibration | None = None, **kwargs) -> "Identifier":
-        """Load a gallery, checking it was built with ``model``/``preprocessing_id`` when given."""
+        """Load a gallery, checking it was built with ``model``/``preprocessing_id`` when given; searched
+        through the backend's own index where it offers one for ``index`` (``native_index``)."""
         if model is not None and preprocessing_id is not None:
             gallery.check_compatible(model, preprocessing_id)
         if gallery.model is None:
-            raise FacespaceError(f"gallery {gallery.path} is empty; enrol identities first")
+            raise FacespaceError(f"gallery {gallery.location} is empty; enrol identities first")
         if calibration is None:
             calibration = Calibration.load(gallery.model)
-        return cls.from_matrix(gallery.matrix(), calibration, model=gallery.model,
+        matrix = gallery.matrix()
+        native = gallery.native_index(matrix, kwargs.get("index", "auto"))
+        if native is not None and kwargs.get("aggregate", "nearest") == "nearest":
+            kwargs["index"] = native
+        return cls.from_matrix(matrix, calibration, model=gallery.model,
                                preprocessing_id=gallery.preprocessing_id, **kwargs)
 
     @classmethod
-    def for_pipeline(cls, gallery: "Gallery", pipeline, *, allow_map: bool = False, **kwargs) -> "Identifier":
+    def for_pipeline(cls, gallery: "GalleryBackend", pipeline, *, allow_map: bool = False, **kwargs) -> "Identifier":
         """Search ``gallery`` with faces embedded by ``pipeline`` (refused if they do not match).
 
         ``allow_map``: a gallery of another model is searched through the stored compatibility map
@@ -333,7 +377,7 @@ class Identifier:
         return cls.from_gallery(gallery, **kwargs)
 
     @classmethod
-    def through_map(cls, gallery: "Gallery", pipeline, compat_map: "CompatMap", **kwargs) -> "Identifier":
+    def through_map(cls, gallery: "GalleryBackend", pipeline, compat_map: "CompatMap", **kwargs) -> "Identifier":
         """Search ``gallery`` (the map's source model) with ``pipeline``'s faces (its target model) in
         the map's common space: gallery vectors through ``apply``, probes through ``apply_target``.
 
@@ -413,7 +457,7 @@ class Identifier:
         return d_out, l_out
 
 
-def map_for(gallery: "Gallery", pipeline) -> "CompatMap | None":
+def map_for(gallery: "GalleryBackend", pipeline) -> "CompatMap | None":
     """The stored map from the gallery's embeddings to ``pipeline``'s (models and preprocessing ids), or None."""
     from ..compat import CompatMapError, find_map
 

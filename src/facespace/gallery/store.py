@@ -34,10 +34,11 @@ is not a facespace gallery is refused whatever the mode, unchanged (:mod:`.schem
 A gallery refuses embeddings (to enrol or to search with) from a different
 model or preprocessing with :class:`~facespace.errors.ModelMismatchError`.
 
-This module is the storage. Enrolling images with a pipeline lives in
-:mod:`.enrol` and the export file formats in :mod:`.export` (the
-:class:`Gallery` methods of those names call them); the errors and records
-are defined in :mod:`.records` and importable from here as well.
+This module is the SQLite storage: the primitives of :class:`~.backend.GalleryBase`, which holds
+what every backend shares (writes of one identity, imports, exports, enrolment; the PostgreSQL
+backend is :mod:`.pg_store`). Enrolling images with a pipeline lives in :mod:`.enrol` and the
+export file formats in :mod:`.export`; the errors and records are defined in :mod:`.records`
+and importable from here as well.
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, NamedTuple, Sequence
+from typing import Iterator
 
 import numpy as np
 
-from ..errors import ModelMismatchError, check_choice
-from .enrol import enroll_images as _enroll_images
-from .enrol import enroll_tree as _enroll_tree
+from ..errors import check_choice
+from .backend import GalleryBase, ImportFile, OnConflict, check_stored_model, read_import
 from .enrol import folder_tree
-from .export import EXPORT_FORMAT, read_export, write_export
+from .export import EXPORT_FORMAT
 from .records import (
     EmbeddingBatch,
     EnrolResult,
@@ -70,19 +70,11 @@ from .records import (
 )
 from .schema import GALLERY_MODES, SCHEMA_VERSION, GalleryMode, open_database, write_transaction
 
-if TYPE_CHECKING:
-    from ..imageio import ImageInput
-    from ..pipeline import FacePipeline
-
 __all__ = ["Gallery", "GalleryError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo",
            "EnrolResult", "ImportResult", "ImportFile", "read_import", "Stored", "GalleryMatrix", "OnConflict",
            "GalleryMode", "GALLERY_MODES", "folder_tree", "SCHEMA_VERSION", "EXPORT_FORMAT"]
 
-#: What :meth:`Gallery.import_` does with a name already enrolled.
-OnConflict = Literal["merge", "replace", "skip", "error"]
-
-
-class Gallery:
+class Gallery(GalleryBase):
     """Identities and their embeddings in a SQLite file.
 
     ``mode`` (:data:`~.schema.GalleryMode`): ``"create"`` (the default) opens for writing
@@ -107,24 +99,20 @@ class Gallery:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Gallery":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     @property
-    def read_only(self) -> bool:
-        return self.mode == "read"
+    def location(self) -> str:
+        return str(self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: everything inside commits together or not at all
         (:func:`.schema.write_transaction`); refused on a gallery opened read-only."""
-        if self.read_only:
-            raise GalleryError(f"{self.path}: opened read-only; open it with mode 'write' to change it")
+        self._refuse_read_only()
         with write_transaction(self._conn, self.path) as cur:
             yield cur
+
+    def _has(self, cur: sqlite3.Cursor, name: str) -> bool:
+        return cur.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
 
     def _bump(self, cur: sqlite3.Cursor) -> None:
         cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
@@ -133,70 +121,12 @@ class Gallery:
         row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    # -- model metadata --------------------------------------------------------
-    @property
-    def model(self) -> str | None:
-        """Name of the model every embedding was made with (None while empty)."""
-        return self._meta("model")
-
-    @property
-    def preprocessing_id(self) -> str | None:
-        return self._meta("preprocessing_id")
-
-    @property
-    def dim(self) -> int | None:
-        value = self._meta("dim")
-        return None if value is None else int(value)
-
-    @property
-    def generation(self) -> int:
-        return int(self._meta("generation") or 0)
-
+    # -- model metadata (model, preprocessing_id, dim, generation: backend.GalleryBase) --------
     def check_compatible(self, model: str, preprocessing_id: str, dim: int | None = None) -> None:
         """Raise :class:`ModelMismatchError` unless embeddings of this model/preprocessing fit."""
         _check_compatible(self._conn.cursor(), self.path, model, preprocessing_id, dim)
 
-    def check_pipeline(self, pipeline: "FacePipeline") -> None:
-        self.check_compatible(pipeline.model_name, pipeline.preprocessing_id, pipeline.dim)
-
-    # -- enrolment ---------------------------------------------------------------
-    def add_embeddings(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        sources: Sequence[str | None] | None = None,
-        *,
-        model: str,
-        preprocessing_id: str,
-        replace: bool = False,
-        hashes: Sequence[str | None] | None = None,
-    ) -> int:
-        """Enrol ``vectors`` (N, D) under ``name`` in one transaction; returns the identity id.
-
-        See :meth:`store_embeddings`, which also says how many were added and how many
-        the identity already had.
-        """
-        return self.store_embeddings(name, vectors, sources, model=model, preprocessing_id=preprocessing_id,
-                                     replace=replace, hashes=hashes).identity
-
-    def store_embeddings(self, name: str, vectors: np.ndarray, sources: Sequence[str | None] | None = None, *,
-                         model: str, preprocessing_id: str, replace: bool = False,
-                         hashes: Sequence[str | None] | None = None) -> Stored:
-        """Enrol ``vectors`` (N, D) under ``name`` in one transaction.
-
-        An existing identity gains the new embeddings (``replace=True`` drops its old ones
-        first); one it already has (the same content hash: ``hashes[i]``, the sha256 of the
-        image file, or else of the vector) is skipped and counted in ``duplicates``. The
-        first enrolment fixes the gallery's model.
-        """
-        check_name(name)
-        batch = EmbeddingBatch.of(vectors, sources, hashes)
-        with self.transaction() as cur:
-            stored = self._add(cur, name, batch, model, preprocessing_id, replace)
-            if stored.added or replace:
-                self._bump(cur)
-        return stored
-
+    # -- enrolment (store_embeddings, enroll_images: backend.GalleryBase) --------------
     def _add(self, cur: sqlite3.Cursor, name: str, batch: EmbeddingBatch, model: str, preprocessing_id: str,
              replace: bool) -> Stored:
         dim = batch.vectors.shape[1]
@@ -221,29 +151,6 @@ class Gallery:
                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
         added = max(cur.rowcount, 0) if rows else 0
         return Stored(identity=identity, added=added, duplicates=len(batch.vectors) - added)
-
-    def enroll_images(
-        self,
-        pipeline: "FacePipeline",
-        name: str,
-        images: Iterable["ImageInput"],
-        replace: bool = False,
-        sources: Sequence[str] | None = None,
-    ) -> EnrolResult:
-        """Embed the largest face of each image and enrol them all as ``name`` (one transaction);
-        see :func:`facespace.gallery.enrol.enroll_images`."""
-        return _enroll_images(self, pipeline, name, images, replace=replace, sources=sources)
-
-    def enroll_tree(
-        self,
-        pipeline: "FacePipeline",
-        root: str | os.PathLike,
-        replace: bool = False,
-        progress: bool = False,
-    ) -> list[EnrolResult]:
-        """Enrol every ``root/<person>/`` folder's images as identity ``<person>``, one transaction
-        each; see :func:`facespace.gallery.enrol.enroll_tree`."""
-        return _enroll_tree(self, pipeline, root, replace=replace, progress=progress)
 
     # -- management ----------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
@@ -370,85 +277,15 @@ class Gallery:
                 problems.append(f"{unkeyed} embeddings have no content hash")
         return problems
 
-    # -- export / import (file formats: .export) -------------------------------------
-    def export(self, path: str | os.PathLike) -> int:
-        """Write every identity and embedding to ``.json`` or ``.npz`` (:mod:`.export`), each with its
-        content hash; returns identities written. An earlier file at ``path`` stays as it was unless
-        the new one is complete."""
+    # -- export / import (file formats: .export; export, import_file: backend.GalleryBase) ----------
+    def _export_rows(self) -> list:
         content_hash = "e.content_hash" if self._schema >= 2 else "NULL"  # v1 read-only: hashed on export
-        rows = self._conn.execute(
+        return self._conn.execute(
             f"SELECT i.name, i.created, e.vector, e.source, e.created, {content_hash} FROM embeddings e "
             "JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
         ).fetchall()
-        return write_export(path, rows, version=SCHEMA_VERSION, model=self.model,
-                            preprocessing_id=self.preprocessing_id, dim=self.dim)
-
-    def import_(self, path: str | os.PathLike, on_conflict: OnConflict = "merge") -> int:
-        """Add the identities of an export file in one transaction; returns identities imported
-        (:meth:`import_file` also counts the embeddings added and those already there)."""
-        return self.import_file(path, on_conflict).identities
-
-    def import_file(self, source: "str | os.PathLike | ImportFile",
-                    on_conflict: OnConflict = "merge") -> ImportResult:
-        """Add the identities of an export file (a path, or what :func:`read_import` read) in one
-        transaction; returns identities taken in, embeddings added and duplicates skipped.
-
-        ``on_conflict`` says what happens to a name already enrolled: "merge"
-        (add the embeddings it does not have yet), "replace", "skip" or "error".
-        An embedding the identity already has (the same content hash) is skipped
-        and counted, so importing a file twice changes nothing the second time.
-        """
-        check_choice(on_conflict, OnConflict, "on_conflict")
-        loaded = source if isinstance(source, ImportFile) else read_import(source)
-        if loaded.header.get("model") is None:
-            return ImportResult(0, 0, 0)
-        identities = added = duplicates = 0
-        with self.transaction() as cur:
-            for name, batch in loaded.people.items():
-                exists = cur.execute("SELECT 1 FROM identities WHERE name=?", (name,)).fetchone() is not None
-                if exists and on_conflict == "skip":
-                    continue
-                if exists and on_conflict == "error":
-                    raise IdentityExistsError(f"{loaded.path}: identity {name!r} is already in {self.path}")
-                stored = self._add(cur, name, batch, loaded.header["model"], loaded.header["preprocessing_id"],
-                                   on_conflict == "replace")
-                identities, added, duplicates = identities + 1, added + stored.added, duplicates + stored.duplicates
-            if added or (identities and on_conflict == "replace"):
-                self._bump(cur)
-        return ImportResult(identities=identities, added=added, duplicates=duplicates)
-
-
-class ImportFile(NamedTuple):
-    """An export file read and checked (:func:`read_import`), its people ready to store."""
-
-    path: Path
-    header: dict
-    people: dict[str, EmbeddingBatch]
-
-
-def read_import(path: str | os.PathLike) -> ImportFile:
-    """An export file read and checked before any gallery is opened or transaction begun."""
-    header, people = read_export(path)
-    batches = {}
-    for name, person in people.items():
-        try:
-            check_name(name)
-            batches[name] = EmbeddingBatch.of(person.vectors, person.sources, person.hashes, person.created)
-        except GalleryError as exc:
-            raise GalleryError(f"{path}: identity {name!r}: {exc}") from exc
-    return ImportFile(Path(path), header, batches)
 
 
 def _check_compatible(cur, path: Path, model: str, preprocessing_id: str, dim: int | None) -> None:
     stored = dict(cur.execute("SELECT key, value FROM meta WHERE key IN ('model', 'preprocessing_id', 'dim')"))
-    if "model" not in stored:
-        return
-    if stored["model"] != model or stored["preprocessing_id"] != preprocessing_id:
-        raise ModelMismatchError(
-            f"gallery {path} holds embeddings of model {stored['model']!r} with preprocessing "
-            f"[{stored['preprocessing_id']}], but these come from model {model!r} with preprocessing "
-            f"[{preprocessing_id}]; embeddings of different models or preprocessing cannot be compared. "
-            f"Use the same model and options (e.g. --model {stored['model']}), or enrol into a new gallery."
-        )
-    if dim is not None and int(stored["dim"]) != int(dim):
-        raise ModelMismatchError(f"gallery {path} holds {stored['dim']}-dimensional embeddings, not {dim}")
+    check_stored_model(stored, str(path), model, preprocessing_id, dim)

@@ -6,18 +6,22 @@ to (``bad_host``), 401 missing/wrong API key, 403 a state-changing request from
 another web origin (``bad_origin``), 404 unknown identity, 409 model mismatch
 or duplicate name, 413 upload, image or request too large (bytes, files, or
 decoded pixels: ``too_many_pixels``), 422 no face where one is needed or
-invalid parameters, 503 no gallery configured, or inference too busy: the
+invalid parameters, 503 no gallery configured, its database unreachable (``gallery_unavailable``, with
+``Retry-After``), or inference too busy: the
 admission queue is full (``busy``) or no worker was free within the queue
 timeout (``queue_timeout``), both with ``Retry-After``.
 
 The routes live in ``routes_*`` by area, the errors in :mod:`.errors`, the
 Host/Origin checks in :mod:`.security`, the inference workers and admission
 queue in :mod:`.pool`, the shared per-app objects in :mod:`.state` (reached
-through :mod:`.deps`).
+through :mod:`.deps`). Every answer names the process that gave it (``X-Facespace-Worker``:
+its pid), for several workers (``facespace serve --workers N``) or machines behind a load
+balancer; they share one gallery, a PostgreSQL one (see :mod:`facespace.cli.serve`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -68,12 +72,32 @@ def create_app(
     app.state.facespace = state
     install_error_handling(app)
     app.add_middleware(ShedWhenFull, pool=state.pool)
-    app.add_middleware(SecurityMiddleware, security=security)  # added last: runs first
+    app.add_middleware(SecurityMiddleware, security=security)
+    app.add_middleware(WorkerHeader)  # added last: runs first
     for router in (routes_pages.router, routes_inference.router, routes_gallery.identify_router(limits.max_top),
                    routes_gallery.router, routes_cluster.router, routes_people.router, routes_albums.router):
         app.include_router(router)
     app.include_router(routes_attendance.router)  # attendance: needs attendance_path (serve --attendance)
     return app
+
+
+class WorkerHeader:
+    """ASGI middleware: ``X-Facespace-Worker: <pid>`` on every HTTP answer (which process served it)."""
+
+    def __init__(self, app) -> None:
+        self.app, self.header = app, (b"x-facespace-worker", str(os.getpid()).encode())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
 
 
 def warm(app: FastAPI) -> None:

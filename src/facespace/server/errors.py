@@ -27,13 +27,14 @@ class ApiError(FacespaceError):
 
 def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and error type string for ``exc``."""
-    from ..gallery.store import GalleryError, IdentityExistsError, UnknownIdentityError
+    from ..gallery.records import GalleryError, GalleryUnavailableError, IdentityExistsError, UnknownIdentityError
 
     table = [
         (ApiError, None), (ImageTooLargeError, (413, "image_too_large")), (ImageLoadError, (400, "bad_image")),
         (NoFaceError, (422, "no_face")), (ModelMismatchError, (409, "model_mismatch")),
         (UnknownIdentityError, (404, "unknown_identity")), (IdentityExistsError, (409, "identity_exists")),
-        (UnknownModelError, (400, "unknown_model")), (GalleryError, (400, "gallery_error")),
+        (UnknownModelError, (400, "unknown_model")), (GalleryUnavailableError, (503, "gallery_unavailable")),
+        (GalleryError, (400, "gallery_error")),
         (FacespaceError, (400, "error")),
     ]
     for cls, result in table:
@@ -52,6 +53,8 @@ async def _facespace_error(request: Request, exc: FacespaceError) -> JSONRespons
     headers = dict(getattr(exc, "headers", None) or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if kind == "gallery_unavailable":
+        headers.setdefault("Retry-After", "1")
     return error_response(status, kind, str(exc), headers or None)
 
 

@@ -18,7 +18,7 @@ from .pool import InferencePool
 
 if TYPE_CHECKING:
     from ..attendance import AttendanceLog
-    from ..gallery import Gallery, Identifier
+    from ..gallery import GalleryBackend, Identifier
     from ..pipeline import FacePipeline
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class ServerState:
         self.demos = tuple(Path(p) for p in demos)
         self._far, self._index = far, index
         self.gallery_lock = threading.RLock()
-        self._gallery: Gallery | None = None
+        self._gallery: GalleryBackend | None = None
         self._identifiers: dict = {}
         self.attendance_path = attendance_path
         self._attendance: AttendanceLog | None = None
@@ -93,13 +93,14 @@ class ServerState:
         """``fn(pipeline)`` on an inference worker, within an :meth:`admitted` block."""
         return self.pool.run(fn)
 
-    def gallery(self) -> "Gallery":
-        from ..gallery import Gallery
+    def gallery(self) -> "GalleryBackend":
+        """The gallery (a file or a PostgreSQL URL), opened on first need and kept open."""
+        from ..gallery import open_gallery
 
         if self.gallery_path is None:
             raise ApiError(503, "no_gallery", "this server has no gallery (start it with --gallery)")
         if self._gallery is None:
-            self._gallery = Gallery(self.gallery_path)
+            self._gallery = open_gallery(self.gallery_path, mode="create")
         return self._gallery
 
     def attendance(self) -> "AttendanceLog":
@@ -120,7 +121,7 @@ class ServerState:
             g = self.gallery()
             if g.model is None:
                 raise ApiError(409, "empty_gallery", "the gallery is empty; enrol identities first")
-            key = (g.generation, threshold)
+            key = (g.generation, threshold)  # read from the gallery: another worker's enrolment moves it on
             if key not in self._identifiers:
                 self._identifiers = {key: Identifier.for_pipeline(g, self.pipeline(), threshold=threshold,
                                                                   far=self._far, index=self._index,
