@@ -110,7 +110,7 @@ def test_default_threshold_follows_the_number_of_faces():
 @pytest.fixture(scope="module")
 def lfw_faces():
     """Embeddings of the first 150 LFW people's photos (about 330 faces) and their person labels."""
-    from conftest import LFW
+    from shared_data import LFW
     from facespace import FacePipeline
     from facespace.evaluation import embed_paths
 

@@ -53,8 +53,8 @@ def test_both_backends_offer_the_whole_interface(gallery):
     members = {n for n in vars(GalleryBackend) if not n.startswith("_")} | set(GalleryBackend.__annotations__)
     missing = {name for name in members | {"__len__", "__contains__"} if not hasattr(gallery, name)}
     assert len(members) > 25
-    # The SQLite thumbnails arrive with their own change; once merged this is isinstance(gallery, GalleryBackend).
-    assert missing <= ({"put_thumbnail", "thumbnail"} if isinstance(gallery, Gallery) else set()), missing
+    assert not missing, missing
+    assert isinstance(gallery, GalleryBackend)
 
 
 def test_sqlite_gallery_runs_in_wal_mode(tmp_path):
@@ -218,8 +218,6 @@ def test_postgres_gallery_reconnects_after_losing_its_connection(postgres):
 
 
 def test_thumbnails_are_kept_renamed_and_removed_with_their_identity(gallery):
-    if not hasattr(gallery, "put_thumbnail"):
-        pytest.skip("this backend has no thumbnails yet (the SQLite ones come with their own change)")
     x, _ = people(2, 1)
     gallery.add_embeddings("ann", x[:1], **MODEL)
     gallery.add_embeddings("bob", x[1:], **MODEL)

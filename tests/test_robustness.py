@@ -69,13 +69,23 @@ def test_pose_turned_face_in_detect_json():
     assert turned["pose"]["yaw"] < -20  # pan -45: turned towards the image's right
 
 
-def test_quality_falls_with_blur_and_size(pipeline):
+@needs_p04
+def test_quality_falls_with_pose_and_size(pipeline):
+    from facespace.quality import FEATURES
+
+    frontal = pipeline.embed_one(POINTING04 / "Person01" / "person01146+0+0.jpg").quality
+    turned = pipeline.embed_one(POINTING04 / "Person01" / "person01151+0+75.jpg").quality
+    assert 0 < turned < frontal <= 1
     image = load_image(lfw_image("Aaron_Peirsol", 1))
-    sharp = pipeline.embed_one(image).quality
-    blurred = pipeline.embed_one(cv2.GaussianBlur(image, (0, 0), 4)).quality
-    small = pipeline.embed_one(cv2.resize(image, (62, 62), interpolation=cv2.INTER_AREA)).quality
-    assert 0 <= blurred < sharp <= 1 and small < sharp
-    assert pipeline.quality_model.source and "UNFITTED" not in pipeline.quality_model.source
+    small = pipeline.embed_one(cv2.resize(image, (80, 80), interpolation=cv2.INTER_AREA)).quality
+    assert small < pipeline.embed_one(image).quality
+    model = pipeline.quality_model
+    assert model.source and "UNFITTED" not in model.source
+    worse_when_high = {"abs_yaw", "abs_pitch"}  # the fit keeps every weight in its known direction
+    for name, weight in zip(FEATURES, model.weights):
+        assert (weight <= 0) if name in worse_when_high else (weight >= 0), (name, weight)
+    fallback = FacePipeline(fallback="centre").embed(np.full((120, 120, 3), 128, np.uint8))
+    assert fallback and fallback[0].quality == 0.0  # an assumed face: nothing vouches for it
 
 
 def test_verify_refuses_low_quality_faces():

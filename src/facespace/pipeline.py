@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 import cv2
 import numpy as np
 
-from .alignment import AlignMode, align_face, centre_crop, margin_crop, template_68, template_id, upright_crop
+from .alignment import (REFERENCE_FACE_SIDE, AlignMode, align_face, centre_crop, margin_crop, template_68, template_id,
+                        upright_crop)
 from .comparison import verify as verify_embeddings
 from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, DetectorName, SecondPass
 from .embedding import BF16_PRECISION, Backend, Embedder, EmbeddingModel
@@ -217,8 +218,10 @@ class FacePipeline:
         embedder = self.embedders[view.model]
         out = {"model": view.model, "align": view.align, "flip": view.flip, "input_size": embedder.input_size,
                "normalisation": embedder.config.normalisation}
-        if view.align in ("margin", "upright"):
+        if view.align == "margin":
             out["margin"] = self.margin
+        if view.align == "upright":
+            out["margin"] = f"{self.margin}/{REFERENCE_FACE_SIDE:g}px"  # scaled with the face
         if view.align == "align":
             out["template"] = template_id()
         if view.align == "align68":

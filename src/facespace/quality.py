@@ -1,11 +1,15 @@
-"""How far a face's comparisons can be trusted: one score in [0, 1] per face.
+"""How far a face's comparisons can be trusted: one score in [0, 1] per face, the estimated
+probability that a comparison involving it is decided right (0.99: about one wrong decision in a hundred).
 
 The score is a logistic function of five things the pipeline already knows about a face:
 the detector's confidence, how far the head is turned (|yaw|) and tilted (|pitch|) by its
 landmark pose, its size in pixels and the sharpness of its crop (variance of the Laplacian).
 The weights are data (``data/quality.json``), fitted by ``benchmarks/robust_dev.py`` on
 development pairs only (Pointing'04 and LFW view 1) to predict whether a pair containing the
-face is verified correctly at the calibrated threshold; a pair's quality is its worse face's.
+face is verified correctly at the calibrated threshold; a pair's quality is its worse face's. Each
+weight keeps its known direction (quality never rises as a face turns or shrinks); a feature whose
+fitted weight went the other way on the development pairs is left out (sharpness, so far: the
+development faces are rarely blurred).
 
 A face the detector did not find (a fallback crop) has quality 0: nothing vouches for it.
 """

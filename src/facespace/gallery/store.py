@@ -217,8 +217,8 @@ class Gallery(GalleryBase):
     def put_thumbnail(self, name: str, jpeg: bytes) -> None:
         """Keep ``jpeg`` (a small face crop, see :mod:`facespace.thumbnails`) as ``name``'s picture,
         replacing any earlier one. Pictures are not embeddings: the generation does not change."""
-        if not isinstance(jpeg, (bytes, bytearray)) or not jpeg:
-            raise GalleryError("a thumbnail is a non-empty JPEG byte string")
+        if not isinstance(jpeg, (bytes, bytearray)) or not bytes(jpeg[:2]) == b"\xff\xd8":
+            raise GalleryError(f"a thumbnail must be JPEG bytes (identity {name!r})")
         with self.transaction() as cur:
             row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
             if row is None:
@@ -227,7 +227,9 @@ class Gallery(GalleryBase):
                         (row[0], bytes(jpeg), time.time()))
 
     def thumbnail(self, name: str) -> bytes | None:
-        """``name``'s picture as JPEG bytes; None if it has none (or the gallery predates them)."""
+        """``name``'s picture as JPEG bytes; None if it has none (or the gallery predates them);
+        :class:`UnknownIdentityError` if there is no such identity (as the PostgreSQL backend)."""
+        self.get(name)
         if self._schema < 3:  # an older gallery opened read-only: no table to read
             return None
         row = self._conn.execute("SELECT t.jpeg FROM thumbnails t JOIN identities i ON i.id = t.identity_id "
