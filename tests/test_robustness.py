@@ -157,13 +157,15 @@ def test_evaluate_reports_a_reject_curve(tmp_path):
 
 
 def test_upright_crop_levels_a_turned_face(pipeline):
-    from facespace.alignment import margin_crop, upright_crop
+    from facespace.alignment import margin_crop, relative_margin, upright_crop
 
     image = load_image(lfw_image("Aaron_Peirsol", 1))
     face = pipeline.detect(image)[0]
     level = np.array(face.landmarks, dtype=np.float64)
     level[1, 1] = level[0, 1]  # eyes level: exactly the margin crop
-    assert np.array_equal(upright_crop(image, face.box, level), margin_crop(image, face.box))
+    margin = relative_margin(face.box, 32)  # the margin scales with the face (125 px: 32 px)
+    assert np.array_equal(upright_crop(image, face.box, level), margin_crop(image, face.box, margin=margin))
+    assert relative_margin(np.asarray(face.box) / 2, 32) == pytest.approx(margin / 2)
     h, w = image.shape[:2]
     turn = cv2.getRotationMatrix2D((w / 2, h / 2), -25, 1.0)  # the head rolled by 25 degrees
     rolled = cv2.warpAffine(image, turn, (w, h))
