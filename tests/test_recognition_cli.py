@@ -49,7 +49,9 @@ def test_gallery_commands(enrolled, tmp_path, capsys):
     assert main(["gallery", "list", str(gallery), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(i["name"], i["embeddings"]) for i in listed["identities"]] == [(p, 2) for p in sorted(PEOPLE)]
-    assert listed["model"] and "align=align" in listed["preprocessing_id"]
+    from facespace import FacePipeline
+
+    assert listed["model"] and f"align={FacePipeline().align}" in listed["preprocessing_id"]
     assert main(["gallery", "rename", str(gallery), "Colin_Powell", "Colin Powell"]) == 0
     assert main(["gallery", "export", str(gallery), str(tmp_path / "out.npz")]) == 0
     assert main(["gallery", "remove", str(gallery), "Aaron_Peirsol"]) == 0

@@ -28,7 +28,9 @@ def test_thumbnail_goes_with_its_identity(tmp_path):
     with Gallery(tmp_path / "g.db") as g:
         g.add_embeddings("ann", np.eye(2, 128, dtype=np.float32), **MODEL)
         g.add_embeddings("bob", np.eye(1, 128, 5, dtype=np.float32), **MODEL)
-        assert g.thumbnail("ann") is None and g.thumbnail("nobody") is None
+        assert g.thumbnail("ann") is None
+        with pytest.raises(UnknownIdentityError):
+            g.thumbnail("nobody")
         generation = g.generation
         g.put_thumbnail("ann", jpeg(10))
         g.put_thumbnail("ann", jpeg(200))  # replaced, not added
@@ -39,7 +41,9 @@ def test_thumbnail_goes_with_its_identity(tmp_path):
         with pytest.raises(GalleryError):
             g.put_thumbnail("ann", b"")
         g.rename("ann", "anne")
-        assert g.thumbnail("anne") == jpeg(200) and g.thumbnail("ann") is None
+        assert g.thumbnail("anne") == jpeg(200)
+        with pytest.raises(UnknownIdentityError):  # the old name is gone, with its picture
+            g.thumbnail("ann")
         g.remove("anne")
         assert g._conn.execute("SELECT COUNT(*) FROM thumbnails").fetchone()[0] == 1  # bob's only
         g.add_embeddings("anne", np.eye(1, 128, 9, dtype=np.float32), **MODEL)
