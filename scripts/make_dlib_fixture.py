@@ -1,4 +1,4 @@
-"""Write tests/fixtures/dlib68_reference.npz and benchmarks/results/dlib_boxes_devtrain.json with
+"""Write tests/fixtures/dlib68_reference.json and benchmarks/results/dlib_boxes_devtrain.json with
 dlib itself, the reference the numpy reader (facespace.landmarks.dlib68) is tested against.
 
 dlib is NOT a facespace dependency. Run this once in a throwaway environment::
@@ -7,8 +7,8 @@ dlib is NOT a facespace dependency. Run this once in a throwaway environment::
     /tmp/dlibenv/bin/python scripts/make_dlib_fixture.py --model ~/.cache/facespace/weights/dlib68/shape_predictor_68_face_landmarks.dat
 
 * The fixture: real faces (LFW deep-funneled, view 1 pairsDevTrain images, and one Pointing'04
-  photo), each a grey crop (uint8; dlib reads an RGB pixel as its channel mean, so grey input
-  sidesteps that conversion) with a fixed box (the one dlib's HOG detector finds), and the
+  photo), each a grey crop (dlib reads an RGB pixel as its channel mean, so grey input sidesteps
+  that conversion; the fixture names the image and the crop, the test rebuilds it) with a fixed box (the one dlib's HOG detector finds), and the
   68 points dlib's ``shape_predictor`` returns (dlib rounds them to whole pixels).
 * The boxes: dlib's frontal HOG detector (upsample 1) on the first 400 distinct images of
   LFW view 1 ``pairsDevTrain.txt`` (development data), used by ``benchmarks/dlib_box.py`` to
@@ -67,7 +67,7 @@ def main() -> None:
                                "dlib": dlib.__version__, "images": rows}, indent=1))
 
     sources = devtrain_images(6)[:5] + [DATA / "pointing04" / "Person01" / "person01134-15+15.jpg"]
-    images, boxes, shapes, names = [], [], [], []
+    images, boxes, shapes, names, crops = [], [], [], [], []
     for path in sources:
         full = grey(path)
         rects = detector(full, 1)
@@ -77,6 +77,7 @@ def main() -> None:
         pad = (r.right() - r.left()) // 2  # keep the face and half a face around it (a small fixture)
         x0, y0 = max(r.left() - pad, 0), max(r.top() - pad, 0)
         image = np.ascontiguousarray(full[y0:r.bottom() + pad, x0:r.right() + pad])
+        crops.append([x0, y0, x0 + image.shape[1], y0 + image.shape[0]])
         box = [r.left() - x0, r.top() - y0, r.right() - x0, r.bottom() - y0]
         shape = predictor(image, dlib.rectangle(*box))
         images.append(image)
@@ -90,15 +91,15 @@ def main() -> None:
         images.append(image)
         boxes.append(b)
         shapes.append([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)])
-    names += [n + " (moved box)" for n in names]
-    height = max(i.shape[0] for i in images)
-    width = max(i.shape[1] for i in images)
-    stack = np.zeros((len(images), height, width), np.uint8)
-    for k, image in enumerate(images):
-        stack[k, :image.shape[0], :image.shape[1]] = image
-    np.savez_compressed(ROOT / "tests" / "fixtures" / "dlib68_reference.npz", images=stack,
-                        boxes=np.array(boxes, np.int64), shapes=np.array(shapes, np.int64),
-                        names=np.array(names), dlib_version=np.array(dlib.__version__))
+    crops += list(crops)
+    moved = [False] * len(extra) + [True] * len(extra)
+    faces = [{"image": n, "crop": c, "box": b, "shape": sh, "moved_box": m}
+             for n, c, b, sh, m in zip(names + names, crops, boxes, shapes, moved)]
+    about = (f"dlib's shape_predictor (dlib {dlib.__version__}) on grey crops of real faces (crop x1 y1 x2 y2 of the "
+             "image under ../shared/data, grey = the integer mean of R, G, B) with fixed boxes in crop pixels; "
+             "made by scripts/make_dlib_fixture.py")
+    (ROOT / "tests" / "fixtures" / "dlib68_reference.json").write_text(
+        json.dumps({"about": about, "dlib": dlib.__version__, "faces": faces}, indent=0))
     print(len(images), "faces;", sum(len(r["boxes"]) > 0 for r in rows), "of", len(rows), "images with a box")
 
 

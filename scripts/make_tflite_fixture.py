@@ -1,4 +1,4 @@
-"""Write tests/fixtures/tflite_reference.npz: outputs of MediaPipe's models run by the TFLite
+"""Write tests/fixtures/tflite_reference.json: outputs of MediaPipe's models run by the TFLite
 interpreter itself, which the PyTorch conversions (facespace.networks.blazeface, .facemesh) are
 tested against. Run it in a throwaway environment (the runtime is NOT a facespace dependency)::
 
@@ -7,13 +7,15 @@ tested against. Run it in a throwaway environment (the runtime is NOT a facespac
 
 The .tflite files come from the facespace weight cache (``facespace models pull blazeface
 blazeface-full facemesh`` first). Inputs are real photos from ../shared/data/photos, resized by
-PIL (bilinear) and stored as uint8; the networks get ``x / 127.5 - 1`` (detectors) or ``x / 255``
+PIL (bilinear); the fixture names each photo and crop (the test rebuilds the input the same way,
+nothing of the photos is stored); the networks get ``x / 127.5 - 1`` (detectors) or ``x / 255``
 (mesh) in float32. Stored per input: all face scores, and the regressors of the 64 best anchors
 (the mesh: all 1404 coordinates and the presence logit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = (REPO / ".." / "shared" / "data" / "photos").resolve()
-OUT = REPO / "tests" / "fixtures" / "tflite_reference.npz"
+OUT = REPO / "tests" / "fixtures" / "tflite_reference.json"
 CACHE = Path(os.environ.get("FACESPACE_HOME") or Path.home() / ".cache" / "facespace") / "weights"
 EXAMPLES = "face_recognition_examples/examples"
 #: (registry name, file, input size, images, crop box x1 y1 x2 y2 in the image or None for all of it).
@@ -56,28 +58,29 @@ def run(path: Path, pixels: np.ndarray, mesh: bool) -> list[np.ndarray]:
 
 
 def main() -> None:
-    arrays: dict[str, np.ndarray] = {}
+    cases: dict[str, dict] = {}
     for name, filename, size, images in CASES:
-        inputs, outs = [], {}
+        case: dict = {"size": size, "images": [{"path": rel, "crop": box} for rel, box in images]}
         for rel, box in images:
-            pixels = load(rel, size, box)
-            inputs.append(pixels)
-            results = {o.shape[-1]: o for o in run(CACHE / name / filename, pixels, name == "facemesh")}
+            results = {o.shape[-1]: o for o in run(CACHE / name / filename, load(rel, size, box), name == "facemesh")}
             if name == "facemesh":
-                outs.setdefault("points", []).append(results[1404].reshape(-1))
-                outs.setdefault("presence", []).append(results[1].reshape(-1))
+                case.setdefault("points", []).append(results[1404].reshape(-1))
+                case.setdefault("presence", []).append(results[1].reshape(-1))
             else:
                 scores, boxes = results[1][0, :, 0], results[16][0]
                 top = np.argsort(-scores)[:TOP]
-                outs.setdefault("scores", []).append(scores)
-                outs.setdefault("top", []).append(top)
-                outs.setdefault("regressors", []).append(boxes[top])
-        arrays[f"{name}/inputs"] = np.stack(inputs)
-        arrays.update({f"{name}/{k}": np.stack(v) for k, v in outs.items()})
-        print(name, {k: np.stack(v).shape for k, v in outs.items()})
-    np.savez_compressed(OUT, **arrays)
+                case.setdefault("scores", []).append(scores)
+                case.setdefault("top", []).append(top)
+                case.setdefault("regressors", []).append(boxes[top])
+        for key in ("scores", "top", "regressors", "points", "presence"):
+            if key in case:
+                values = np.stack(case[key])
+                case[key] = values.tolist() if key == "top" else np.vectorize(lambda v: float(f"{v:.7g}"))(values).tolist()
+        cases[name] = case
+    about = ("Outputs of MediaPipe's models run by the TFLite interpreter (ai-edge-litert) on inputs rebuilt from "
+             "../shared/data/photos by scripts/make_tflite_fixture.py's rule (PIL RGB, optional crop, bilinear resize).")
+    OUT.write_text(json.dumps({"about": about, "cases": cases}, separators=(",", ":")))
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
-
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from facespace.pretrained.weights import cached_path, pull, weight_paths, weight
 from conftest import lfw_image
 from shared_data import DATA, REPO
 
-FIXTURE = REPO / "tests" / "fixtures" / "dlib68_reference.npz"
+FIXTURE = REPO / "tests" / "fixtures" / "dlib68_reference.json"
 PHOTO = DATA / "photos" / "dlib_faces" / "2008_002470.jpg"
 TESTING_XML = DATA / "photos" / "dlib_faces" / "testing_with_face_landmarks.xml"
 
@@ -97,12 +97,18 @@ def test_packed_integers_and_damaged_files(tmp_path):
 
 
 def test_matches_dlib_itself(model):
-    """tests/fixtures/dlib68_reference.npz: dlib 20.0's shape_predictor on real faces with fixed boxes
+    """tests/fixtures/dlib68_reference.json: dlib 20.0's shape_predictor on real faces with fixed boxes
     (scripts/make_dlib_fixture.py). dlib returns whole pixels (its points are rounded half up), so
     ours, rounded the same way, must equal them exactly; unrounded they lie within half a pixel."""
-    ref = np.load(FIXTURE)
-    assert len(ref["images"]) >= 10
-    for image, box, shape in zip(ref["images"], ref["boxes"], ref["shapes"]):
+    from PIL import Image
+
+    faces = json.loads(FIXTURE.read_text())["faces"]
+    assert len(faces) >= 10
+    for face in faces:  # the grey crop the maker gave dlib: the integer mean of R, G, B
+        x1, y1, x2, y2 = face["crop"]
+        rgb = np.asarray(Image.open(DATA / face["image"]).convert("RGB"), dtype=np.uint8)
+        image = np.ascontiguousarray(rgb.mean(axis=2).astype(np.uint8)[y1:y2, x1:x2])
+        box, shape = np.array(face["box"]), np.array(face["shape"])
         ours = predict(model, image, box[None])[0]
         np.testing.assert_array_equal(np.floor(ours + 0.5), shape)
         assert np.abs(ours - shape).max() <= 0.5 + 1e-4

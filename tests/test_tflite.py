@@ -1,10 +1,11 @@
 """MediaPipe's TFLite models: fetched and verified, read by the pure-Python reader, converted to
 PyTorch, and checked against the TFLite interpreter's own outputs on real photos
-(``tests/fixtures/tflite_reference.npz``, made once by ``scripts/make_tflite_fixture.py`` in a
+(``tests/fixtures/tflite_reference.json``: outputs only, the inputs rebuilt from ../shared, made once by ``scripts/make_tflite_fixture.py`` in a
 throwaway environment with ``ai-edge-litert``)."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from facespace.pretrained.weights import cached_path, pull, weight_paths, weight
 
 from shared_data import DATA
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tflite_reference.npz"
+FIXTURE = Path(__file__).parent / "fixtures" / "tflite_reference.json"
 #: registry name -> (kind, architecture input side, expected (input, outputs) shapes of the graph)
 MODELS = {
     "blazeface": ("detector", 128, [(1, 896, 16), (1, 896, 1)]),
@@ -115,24 +116,40 @@ def _outputs(name: str, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.numpy(), b.numpy()
 
 
+def _reference(name: str) -> tuple[dict, np.ndarray]:
+    """The interpreter's outputs for ``name`` and its inputs, rebuilt from ../shared/data/photos
+    by scripts/make_tflite_fixture.py's rule (PIL RGB, the optional crop, bilinear resize)."""
+    from PIL import Image
+
+    case = json.loads(FIXTURE.read_text())["cases"][name]
+    inputs = []
+    for item in case["images"]:
+        with Image.open(DATA / "photos" / item["path"]) as image:
+            image = image.convert("RGB")
+            if item["crop"] is not None:
+                image = image.crop(tuple(item["crop"]))
+            inputs.append(np.asarray(image.resize((case["size"], case["size"]), Image.BILINEAR)))
+    return case, np.stack(inputs)
+
+
 @pytest.mark.parametrize("name", ["blazeface", "blazeface-full"])
 def test_detectors_match_the_tflite_interpreter(name):
-    ref = np.load(FIXTURE)
-    regressors, logits = _outputs(name, ref[f"{name}/inputs"])
+    ref, inputs = _reference(name)
+    regressors, logits = _outputs(name, inputs)
     # logits reach |500| on background anchors: 1e-4 relative there, 1e-4 absolute near 0
-    np.testing.assert_allclose(logits[..., 0], ref[f"{name}/scores"], rtol=1e-4, atol=1e-4)
-    top = ref[f"{name}/top"]
+    np.testing.assert_allclose(logits[..., 0], ref["scores"], rtol=1e-4, atol=1e-4)
+    top = np.array(ref["top"])
     chosen = np.stack([regressors[i, top[i]] for i in range(len(top))])
-    np.testing.assert_allclose(chosen, ref[f"{name}/regressors"], rtol=0, atol=1e-4)
-    assert (ref[f"{name}/scores"].max(axis=1) > 0).all()  # each reference photo holds a face
+    np.testing.assert_allclose(chosen, ref["regressors"], rtol=0, atol=1e-4)
+    assert (np.array(ref["scores"]).max(axis=1) > 0).all()  # each reference photo holds a face
 
 
 def test_face_mesh_matches_the_tflite_interpreter():
-    ref = np.load(FIXTURE)
-    points, presence = _outputs("facemesh", ref["facemesh/inputs"])
-    np.testing.assert_allclose(points, ref["facemesh/points"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(presence, ref["facemesh/presence"], rtol=0, atol=1e-4)
-    assert (ref["facemesh/presence"] > 0).all()  # both crops are faces by the original's own verdict
+    ref, inputs = _reference("facemesh")
+    points, presence = _outputs("facemesh", inputs)
+    np.testing.assert_allclose(points, ref["points"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(presence, ref["presence"], rtol=0, atol=1e-4)
+    assert (np.array(ref["presence"]) > 0).all()  # both crops are faces by the original's own verdict
 
 
 def test_mesh_landmarker_against_the_annotated_faces():
