@@ -286,8 +286,10 @@ def test_postgres_gallery_builds_and_searches_its_hnsw_index(postgres):
 
 # One identity per transaction, each with PER embeddings; "committed N" is printed after each.
 ENROLLER = textwrap.dedent("""
-    import sys, numpy as np
+    import signal, sys, numpy as np
     from facespace.gallery import open_gallery
+    # a shell's background job starts with SIGINT ignored, and Python then keeps it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     PER = 40
     g = open_gallery(sys.argv[1])
     rng = np.random.default_rng(0)
