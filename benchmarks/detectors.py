@@ -1,6 +1,6 @@
 """MTCNN against BlazeFace (short and full range), side by side on one machine in one run.
 
-    python benchmarks/detectors.py [--parts recall,speed,throughput,lfw] [--lfw-pairs FILE]
+    python benchmarks/detectors.py [--parts recall,speed,throughput,lfw,lfw-test] [--lfw-pairs FILE]
 
 * ``recall``: faces found (IoU >= 0.5 with dlib's 43 annotated boxes, ``detection_recall.py``'s
   rule) and false positives (unmatched detections; ``dogs.jpg`` has no face) on
@@ -11,9 +11,11 @@
 * ``throughput``: end-to-end images/s (load, detect, align, embed with the default model) on
   500 LFW images (the first image of each of the first 500 people, sorted).
 * ``lfw``: verification accuracy with each detector through ``facespace evaluate pairs``
-  (embeddings cached per detector). Default: LFW view 1 ``pairsDevTest.txt`` (1000 pairs,
-  10 folds made by the tool); view 2 is the report set but takes hours per detector on the
-  shared 2-core machine (``--lfw-pairs .../pairs.txt`` runs it).
+  (embeddings cached per detector) on development pairs: LFW view 1 ``pairsDevTest.txt``
+  (1000 pairs, 10 folds made by the tool) unless ``--lfw-pairs`` names another file.
+* ``lfw-test``: the same on LFW view 2 ``pairs.txt`` (6000 pairs, the official 10 folds): the
+  test set, reported beside the development figure; no detector or setting is chosen on it.
+  Both embed one crop for every detector (``--align``, default ``align``).
 
 Writes ``benchmarks/results/detectors.{json,md}`` with the machine and load averages (the
 machine is shared: compare the detectors as ratios within one run).
@@ -121,9 +123,10 @@ def throughput(name: str, n: int = 500) -> dict:
             "images_without_face": sum(1 for r in results if not r.faces)}
 
 
-def lfw(name: str, pairs: Path) -> dict:
+def lfw(name: str, pairs: Path, align: str) -> dict:
     cmd = [sys.executable, "-m", "facespace.cli.main", "evaluate", "pairs", "--pairs", str(pairs),
-           "--root", str(DATA / "lfw" / "lfw-deepfunneled"), "--detector", name, "--quiet", "--json"]
+           "--root", str(DATA / "lfw" / "lfw-deepfunneled"), "--detector", name, "--align", align,
+           "--quiet", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
@@ -134,6 +137,13 @@ def lfw(name: str, pairs: Path) -> dict:
             **{k: v for k, v in report["metrics"].items() if k in keep}}
 
 
+def lfw_cells(lf: dict) -> str:
+    """Accuracy, VAL and missed detections of one ``lfw`` part, as three table cells."""
+    acc = f"{100 * lf['accuracy']:.2f}%" if "accuracy" in lf else "-"
+    val = f"{100 * lf['val']:.2f}%" if "val" in lf else "-"
+    return f"{acc} | {val} | {lf.get('missed_detections', '-')}"
+
+
 def markdown(result: dict) -> str:
     rows = result["detectors"]
     lines = ["# Detectors: MTCNN and BlazeFace", "",
@@ -141,36 +151,40 @@ def markdown(result: dict) -> str:
              f"shared with other sessions (load average {result['load_before']} before, {result['load_after']} after): "
              "compare as ratios within this run.", "",
              "| detector | recall (43 faces) | false positives | ms/img 640x480 | ms/img 1280x720 | "
-             "end-to-end img/s (500 LFW) | LFW accuracy | VAL@FAR | missed detections |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "end-to-end img/s (500 LFW) | LFW dev accuracy | dev VAL@FAR | dev missed | "
+             "LFW view 2 (test) accuracy | test VAL@FAR | test missed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        rc, sp, tp, lf = (r.get(k, {}) for k in ("recall", "speed", "throughput", "lfw"))
-        acc = f"{100 * lf['accuracy']:.2f}%" if "accuracy" in lf else "-"
-        val = f"{100 * lf['val']:.2f}%" if "val" in lf else "-"
+        rc, sp, tp = (r.get(k, {}) for k in ("recall", "speed", "throughput"))
         lines.append(f"| {name} | {rc.get('found', '-')}/{rc.get('faces', '-')} | {rc.get('false_positives', '-')} | "
                      f"{sp.get('ms_per_image_640x480', '-')} | {sp.get('ms_per_image_1280x720', '-')} | "
-                     f"{tp.get('images_per_s', '-')} | {acc} | {val} | {lf.get('missed_detections', '-')} |")
-    lines += ["", f"LFW pairs: {result.get('lfw_pairs')}", "", f"Command: `{result['command']}`", ""]
+                     f"{tp.get('images_per_s', '-')} | {lfw_cells(r.get('lfw', {}))} | "
+                     f"{lfw_cells(r.get('lfw-test', {}))} |")
+    lines += ["", f"LFW development pairs: {result.get('lfw_pairs')}; test: LFW view 2 pairs.txt (reported, "
+              f"chose nothing); crop for every detector: `{result.get('lfw_align', 'align')}`", "",
+              f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="recall,speed,throughput,lfw")
+    parser.add_argument("--parts", default="recall,speed,throughput,lfw,lfw-test")
     parser.add_argument("--detectors", default=",".join(DETECTOR_NAMES))
     parser.add_argument("--lfw-pairs", type=Path, default=DATA / "lfw" / "pairsDevTest.txt")
+    parser.add_argument("--align", default="align", help="the crop both LFW parts embed (one for every detector)")
     parser.add_argument("--out", type=Path, default=RESULTS / "detectors")
     parser.add_argument("--photo-step", type=int, default=3, help="time every N-th photo (all: 1)")
     parser.add_argument("--merge", action="store_true", help="update these parts in an existing OUT.json")
     args = parser.parse_args()
     parts = args.parts.split(",")
     result = {"command": "python benchmarks/detectors.py " + " ".join(sys.argv[1:]),
-              "load_before": [round(x, 2) for x in os.getloadavg()], "lfw_pairs": str(args.lfw_pairs),
+              "load_before": [round(x, 2) for x in os.getloadavg()], "lfw_pairs": args.lfw_pairs.name, "lfw_align": args.align,
               "detectors": {}}
     names = args.detectors.split(",")
     if args.merge and args.out.with_suffix(".json").exists():  # keep the other parts of an earlier run
         earlier = json.loads(args.out.with_suffix(".json").read_text())
         result = {**earlier, "command": earlier["command"] + " ; " + result["command"],
+                  "lfw_pairs": Path(earlier.get("lfw_pairs", args.lfw_pairs.name)).name, "lfw_align": args.align,
                   "load_before": earlier["load_before"], "load_before_" + "+".join(parts): result["load_before"]}
     if "speed" in parts:
         loaded = [load_rgb(p) for p in photos()[:: args.photo_step]]
@@ -184,7 +198,8 @@ def main() -> None:
         for part in (p for p in parts if p != "speed"):
             print(f"{name}: {part} ...", flush=True)
             row[part] = {"recall": lambda: recall(name), "throughput": lambda: throughput(name),
-                         "lfw": lambda: lfw(name, args.lfw_pairs)}[part]()
+                         "lfw": lambda: lfw(name, args.lfw_pairs, args.align),
+                         "lfw-test": lambda: lfw(name, DATA / "lfw" / "pairs.txt", args.align)}[part]()
             print(f"{name}: {part}: {json.dumps({k: v for k, v in row[part].items() if k != 'per_image'})}",
                   flush=True)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
