@@ -1,9 +1,10 @@
 """MTCNN recall, false positives and speed on dlib's annotated example photos.
 
-    python benchmarks/detection_recall.py [--data DIR] [--threads N] [--repeats R]
+    python benchmarks/detection_recall.py [--data DIR] [--threads N] [--repeats R] [--backend onnx|torch]
 
 Reads ``photos/dlib_faces/{training,testing}.xml`` (imglab format, 43 faces in
-9 PASCAL VOC photos), detects with the registry's default detector, counts a
+9 PASCAL VOC photos), detects with the registry's default detector (on the default
+runtime of its networks, or ``--backend``), counts a
 face as found when a detection overlaps it with IoU >= 0.5 (boxes compared as
 they are: dlib's are tighter than MTCNN's) and every unmatched detection as a
 false positive. Times one-by-one and whole-batch detection and writes
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from facespace.detection.mtcnn import MTCNN
 from facespace.detection.nms import pairwise_overlap
+from facespace.detection.types import DETECTOR_BACKENDS, default_detector_backend
 from facespace.evaluation.report import machine_info
 
 from _paths import DATA, RESULTS
@@ -50,17 +52,19 @@ def load_rgb(path: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch or ONNX Runtime)")
+    parser.add_argument("--backend", choices=DETECTOR_BACKENDS, default=default_detector_backend(),
+                        help="runtime of MTCNN's networks (default: the library's default)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "detection.json")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        os.environ["FACESPACE_NUM_THREADS"] = str(args.threads)  # read when the networks load
 
     folder = args.data / "photos" / "dlib_faces"
     truth = annotations(folder)
     images = [load_rgb(folder / name) for name in truth]
-    detector = MTCNN.pretrained()
+    detector = MTCNN.pretrained(backend=args.backend)
     detector.detect(images[:1])  # warm-up
 
     single_s, batch_s = [], []
@@ -75,7 +79,7 @@ def main() -> None:
     per_image = {}
     found = total = false_positives = 0
     for (name, gt), det, image in zip(truth.items(), results, images):
-        iou = pairwise_overlap(torch.from_numpy(gt), torch.from_numpy(det.boxes)).numpy()
+        iou = pairwise_overlap(gt, det.boxes)
         hit = int((iou.max(axis=1) >= 0.5).sum()) if len(det) else 0
         fp = int((iou.max(axis=0) < 0.5).sum()) if len(det) else 0
         found, total, false_positives = found + hit, total + len(gt), false_positives + fp
@@ -89,6 +93,7 @@ def main() -> None:
     report = {
         "dataset": "dlib examples/faces training.xml + testing.xml (PASCAL VOC 2011 photos)",
         "detector": repr(detector),
+        "backend": args.backend,
         "images": n,
         "faces": total,
         "found_iou_0.5": found,
@@ -106,7 +111,7 @@ def main() -> None:
     print(f"recall {found}/{total} = {found / total:.3f}, false positives {false_positives}")
     print(f"{report['ms_per_image_one_by_one']:.0f} ms/image one by one, "
           f"{report['ms_per_image_batch']:.0f} ms/image batched ({n} images, ~500x375), "
-          f"{torch.get_num_threads()} threads; written to {args.out}")
+          f"{args.backend} backend, {args.threads or 'default'} threads; written to {args.out}")
 
 
 if __name__ == "__main__":

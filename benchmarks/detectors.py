@@ -33,7 +33,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from facespace.detection.nms import pairwise_overlap
 from facespace.detection.types import DETECTOR_NAMES
@@ -61,7 +60,7 @@ def recall(name: str) -> dict:
         det = detector.detect([load_rgb(folder / file)])[0]
         hit = fp = 0
         if len(det) and len(boxes):
-            iou = pairwise_overlap(torch.from_numpy(boxes), torch.from_numpy(det.boxes)).numpy()
+            iou = pairwise_overlap(boxes, det.boxes)
             hit, fp = int((iou.max(axis=1) >= 0.5).sum()), int((iou.max(axis=0) < 0.5).sum())
         else:
             fp = len(det)

@@ -17,7 +17,6 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 from facespace.detection.blazeface import BlazeFace
 from facespace.detection.mtcnn import MTCNN
@@ -36,7 +35,7 @@ def matched_points(paths, blaze: BlazeFace, mtcnn: MTCNN) -> tuple[np.ndarray, n
         for b, m in zip(blaze.detect(images), mtcnn.detect(images)):
             if not len(b) or not len(m):
                 continue
-            iou = pairwise_overlap(torch.from_numpy(b.boxes[:1]), torch.from_numpy(m.boxes)).numpy()[0]
+            iou = pairwise_overlap(b.boxes[:1], m.boxes)[0]
             if iou.max() >= 0.5:
                 bf_all.append(b.landmarks[0])
                 mt_all.append(m.landmarks[iou.argmax()])

@@ -48,7 +48,7 @@ def labelled_face(det, box: np.ndarray) -> int | None:
     """Index of the detection overlapping the labelled box most (None: no detection overlaps)."""
     if len(det) == 0:
         return None
-    iou = pairwise_overlap(torch.from_numpy(box[None]), torch.from_numpy(det.boxes[:, :4].copy())).numpy()[0]
+    iou = pairwise_overlap(box[None], det.boxes[:, :4])[0]
     return int(np.argmax(iou)) if iou.max() > 0 else None
 
 

@@ -268,7 +268,7 @@ def markdown(result: dict) -> list[str]:
             lines += ["", "## Presets", "", "| preset | views | runtime | threshold | ms per face | source |", "|---|---|---|---|---|---|"]
         views = " + ".join(f"{v['model']}/{v['align']}{'+flip' if v.get('flip') else ''}"
                            + (f" x{v['weight']}" if len(preset['views']) > 1 else "") for v in preset["views"])
-        lines.append(f"| {name} | {views} | {preset['backend']} | {preset['threshold']} | {preset['ms_per_face']} | "
+        lines.append(f"| {name} | {views} | {preset['backend'] or 'default'} | {preset['threshold']} | {preset['ms_per_face']} | "
                      f"{preset['source']} |")
     load = result.get("machine", {}).get("load_average")
     if load:
@@ -471,7 +471,7 @@ def write_presets(sets: dict, datas: dict, timing: dict) -> dict:
     for name in PRESETS:
         rule = rules()[PRESET_RULES[name]]
         cal = calibrate(rule, datas["lfw-dev"], sets)
-        backend = "onnx-int8" if name == "fast" else "torch"
+        backend = "onnx-int8" if name == "fast" else None  # None: the float default runtime of the device
         presets[name] = {"views": preset_views(name), "backend": backend, "threshold": cal["threshold"],
                          "ms_per_face": timing.get(name),
                          "source": f"rule {PRESET_RULES[name]!r} chosen on Pointing'04 + LFW view 1 "

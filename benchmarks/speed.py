@@ -75,19 +75,23 @@ SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 LFW_IMAGES = 500
 #: LFW images (250x250) of the LFW-sized detection row, decoded from their files one by one.
 LFW_DETECT = 32
-LIBRARIES = ("facespace", "facespace-onnx", "facespace-bf16", "facespace-int8", "facespace-unfused",
+#: "facespace" is the default runtime (ONNX Runtime for MTCNN and the embedding on the CPU);
+#: "facespace-torch" both on torch, the default before issue 13.
+LIBRARIES = ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8", "facespace-unfused",
              "facenet-pytorch", "face_recognition")
 QUICK_LIBRARIES = ("facespace", "facespace-bf16", "facespace-int8", "facenet-pytorch")
 #: facespace's embedding backend behind each facespace column.
-BACKEND_OF = {"facespace": "torch", "facespace-onnx": "onnx", "facespace-int8": "onnx-int8",
+BACKEND_OF = {"facespace": None, "facespace-torch": "torch", "facespace-int8": "onnx-int8",
               "facespace-bf16": "torch-bf16"}
 #: The arithmetic each column's embedding runs in (its roofline's peak).
-PRECISION_OF = {"facespace": "fp32", "facespace-onnx": "fp32", "facespace-unfused": "fp32",
+#: facespace's MTCNN runtime behind each facespace column (None: the default).
+DETECTOR_BACKEND_OF = {"facespace-torch": "torch"}
+PRECISION_OF = {"facespace": "fp32", "facespace-torch": "fp32", "facespace-unfused": "fp32",
                 "facespace-bf16": "bf16", "facespace-int8": "int8", "facenet-pytorch": "fp32"}
 DETECT = ("detect_lfw", "detect_640x480", "detect_1280x720")
 TASKS = {
     "facespace": DETECT + ("embed_b1", "embed_b32", "e2e"),
-    "facespace-onnx": ("embed_b1", "embed_b32", "e2e"),
+    "facespace-torch": DETECT + ("embed_b1", "embed_b32", "e2e"),
     "facespace-bf16": ("embed_b1", "embed_b32", "e2e"),
     "facespace-int8": ("embed_b1", "embed_b32", "e2e"),
     "facespace-unfused": ("embed_b1", "embed_b32"),
@@ -243,7 +247,7 @@ def worker(library: str, task: str, folder: Path, repeats: int, threads: int) ->
         out.update(_measure_detection(run["detect"], images, library, repeats, run["decode"] if lfw_sized else None))
         if "networks" in run:
             decoded = [run["decode"](p) for p in images] if lfw_sized else images
-            out["mult_adds_per_image"] = _detection_mult_adds(run["networks"], run["detect"], decoded)
+            out["mult_adds_per_image"] = _detection_mult_adds(run["networks"], run.get("count", run["detect"]), decoded)
     elif task.startswith("embed"):
         reference = None if library == "face_recognition" else arrays["reference_embeddings"]
         batch = int(task[len("embed_b"):])
@@ -270,6 +274,7 @@ def _facespace_functions(library: str, task: str, lfw: list[str]) -> dict:
     from facespace.embedding import Embedder
 
     backend = BACKEND_OF.get(library, "torch")
+    detector_backend = DETECTOR_BACKEND_OF.get(library)
     if library == "facespace-unfused":  # the network as loaded before issue 6: BN unfolded, NCHW
         from facespace.pretrained.loader import load_embedder
         from facespace.runtime.preprocess import normalise
@@ -283,13 +288,18 @@ def _facespace_functions(library: str, task: str, lfw: list[str]) -> dict:
     if task.startswith("detect"):
         from facespace.imageio import load_image
 
-        detector = MTCNN.pretrained()
+        from facespace.detection.types import default_detector_backend
+
+        detector = MTCNN.pretrained(backend=detector_backend or default_detector_backend())
+        counter = MTCNN.pretrained(backend="torch")  # forward hooks count the multiply-adds: same detections
         return {"detect": lambda image: detector.detect_one(image), "decode": load_image,
-                "networks": (detector.pnet, detector.rnet, detector.onet)}
+                "networks": (counter.pnet, counter.rnet, counter.onet), "count": counter.detect_one}
     if task.startswith("embed"):
         embedder = Embedder(backend=backend, batch_size=32)
         return {"embed": lambda batch: embedder.embed_crops(batch)}
-    pipeline = FacePipeline(backend=backend)
+    from facespace.pipeline import DetectorSettings
+
+    pipeline = FacePipeline(backend=backend, detector=DetectorSettings(backend=detector_backend))
     pipeline.detector, pipeline.embedder.network  # load both networks before timing, as the others do
 
     def e2e():
@@ -451,8 +461,8 @@ def gathering_gain(crops, callers: int = 4, calls: int = 8, window: float = 0.00
     from facespace.embedding import Embedder
     from facespace.server.batching import GatheringEmbedder
 
-    own = [Embedder() for _ in range(callers)]
-    shared = GatheringEmbedder(Embedder(), window=window)
+    own = [Embedder(backend="torch") for _ in range(callers)]
+    shared = GatheringEmbedder(Embedder(backend="torch"), window=window)
     for e in own + [shared]:
         e.embed_crops(crops[:1])
 
@@ -498,14 +508,20 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _time_verify(env: dict) -> tuple[float, float]:
-    """Wall and CPU seconds from starting a fresh ``facespace verify`` on the two images to its exit."""
+def _time_verify(env: dict, *options: str) -> tuple[float, float]:
+    """Wall and CPU seconds from starting a fresh ``facespace verify`` on the two images (with the
+    default runtime, or ``options``) to its exit."""
     start, start_cpu = time.perf_counter(), _children_cpu()
-    done = subprocess.run(_cli("verify", *map(str, STARTUP_PAIR)), env=env, capture_output=True, text=True)
+    done = subprocess.run(_cli("verify", *map(str, STARTUP_PAIR), *options), env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"facespace verify failed: {done.stderr.strip()[-300:]}")
     return elapsed, _children_cpu() - start_cpu
+
+
+def _time_verify_torch(env: dict) -> tuple[float, float]:
+    """:func:`_time_verify` with torch running MTCNN and the embedding (the default before issue 13)."""
+    return _time_verify(env, "--backend", "torch", "--detector-backend", "torch")
 
 
 def _time_import_torch(env: dict) -> tuple[float, float]:
@@ -549,7 +565,11 @@ def startup_runs(runs: int, threads: int) -> list[dict]:
     if runs < 1:
         return []
     env = dict(os.environ, FACESPACE_NUM_THREADS=str(threads))
-    measures = {"verify_cold": _time_verify, "serve_ready": _time_serve_ready, "import_torch": _time_import_torch}
+    # As an installed package: its modules' bytecode is written on the untimed first run and read
+    # afterwards (with PYTHONDONTWRITEBYTECODE set, every start compiled them again: ~0.1 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    measures = {"verify_cold": _time_verify, "verify_cold_torch": _time_verify_torch,
+                "serve_ready": _time_serve_ready, "import_torch": _time_import_torch}
     times: dict[str, list[tuple[float, float | None]]] = {k: [] for k in measures}
     out = []
     try:
@@ -601,7 +621,7 @@ def _prepare(folder: Path, lfw_images: int) -> None:
         if len(crops) == 32:
             break
     arrays["crops"] = np.stack(crops)
-    arrays["reference_embeddings"] = Embedder().embed_crops(arrays["crops"])
+    arrays["reference_embeddings"] = Embedder(backend="torch").embed_crops(arrays["crops"])
     arrays["mult_adds"] = np.int64(describe_architecture("facenet-msceleb-128")["mult_adds"])
     np.savez(folder / "inputs.npz", **arrays)
     (folder / "lfw.json").write_text(json.dumps(lfw))
@@ -760,7 +780,8 @@ def _gathering_lines(report: dict) -> list[str]:
 def _startup_lines(report: dict) -> list[str]:
     rows = _rows(report)
     lines = ["", "## Cold start (fresh process, page cache warm; median of the runs)", ""]
-    for task, label in (("verify_cold", "`facespace verify` two LFW images, start to verdict"),
+    for task, label in (("verify_cold", "`facespace verify` two LFW images, start to verdict (default runtime)"),
+                        ("verify_cold_torch", "the same with `--backend torch --detector-backend torch`"),
                         ("serve_ready", "`facespace serve`, start to /health with the pipeline loaded"),
                         ("import_torch", "`python -c 'import torch'` (reference)")):
         r = rows.get(("facespace", task))
@@ -830,7 +851,10 @@ NOTES = [
     "face_recognition: dlib HOG detector (upsample 1), 5-point landmarks, dlib ResNet descriptor; a "
     "different model, compared for speed only. Its batch-32 run uses dlib's batched "
     "compute_face_descriptor on the 32 crops (landmarks predicted on the whole crop).",
-    "facespace-onnx: the same network through ONNX Runtime (Embedder(backend='onnx')).",
+    "facespace: the default runtime on the CPU since issue 13: MTCNN and the embedding network through ONNX "
+    "Runtime on NumPy arrays (FacePipeline(): backend 'onnx', detector backend 'onnx'; torch is not imported "
+    "once the graphs are cached). facespace-torch: both on torch (the default before), the same embeddings "
+    "within 1e-4 and detections within 2e-4 px.",
     "facespace-int8: the int8-quantised network through ONNX Runtime (backend='onnx-int8'); on LFW "
     "view 2 it scores 99.37% against 99.40% for float (benchmarks/results/int8.json), its embeddings "
     "differ from float by cosine > 0.99, so max_abs_diff_vs_facespace_torch is large by design.",
@@ -845,9 +869,11 @@ NOTES = [
     "whole time per image (pyramid, crops, NMS included), against the roofline worker's fp32 peak.",
     "detect_lfw: the first 32 LFW images (250x250) decoded from their files (timed apart: "
     "decode_ms_per_image) and detected one per call.",
-    "Cold start: fresh processes of `python -m facespace.cli.main verify A B` (two LFW images) and "
+    "Cold start: fresh processes of `python -m facespace.cli.main verify A B` (two LFW images; the default "
+    "runtime, and torch for reference) and "
     "`... serve` (until /health answers with the pipeline loaded), FACESPACE_NUM_THREADS=threads, "
-    "after one untimed run of each (page cache warm, weight caches made), interleaved.",
+    "after one untimed run of each (page cache warm, weight caches and bytecode made: "
+    "PYTHONDONTWRITEBYTECODE is unset for them), interleaved.",
     "facespace-unfused: the network as Embedder used it before issue 6 (batch norms unfolded, NCHW "
     "layout), to show what folding + channels-last gain.",
     "End to end: facespace FacePipeline(backend=...).embed_images (all faces, the registered crop: "
@@ -914,23 +940,23 @@ def _ratios(runs: list[dict]) -> dict:
             if a and b:
                 ratios[f"{task} vs {other}"] = (_ratio(b[key], a[key]) if faster == "lower"
                                                 else _ratio(a[key], b[key]))
-    for variant in ("facespace-onnx", "facespace-bf16", "facespace-int8"):
+    for variant in ("facespace-torch", "facespace-bf16", "facespace-int8"):
         for task, key in (("embed_b1", "faces_per_s"), ("embed_b32", "faces_per_s"), ("e2e", "images_per_s")):
             a, b = rows.get((variant, task)), rows.get(("facenet-pytorch", task))
             if a and b:
                 ratios[f"{task} {variant} vs facenet-pytorch"] = _ratio(a[key], b[key])
             a, b = rows.get((variant, task)), rows.get(("facespace", task))
             if a and b:
-                ratios[f"{task} {variant} vs facespace (torch)"] = _ratio(a[key], b[key])
-    for lib in ("facespace", "facespace-onnx", "facespace-bf16", "facespace-int8"):
+                ratios[f"{task} {variant} vs facespace (default)"] = _ratio(a[key], b[key])
+    for lib in ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8"):
         for task, key in (("embed_b1", "faces_per_cpu_s"), ("embed_b32", "faces_per_cpu_s"), ("e2e", "images_per_cpu_s")):
             a, b = rows.get((lib, task)), rows.get(("facenet-pytorch", task))
             if a and b and key in a and key in b:
                 ratios[f"{task} {lib} vs facenet-pytorch, by CPU time"] = _ratio(a[key], b[key])
     for task in ("embed_b1", "embed_b32"):
-        a, b = rows.get(("facespace", task)), rows.get(("facespace-unfused", task))
+        a, b = rows.get(("facespace-torch", task)), rows.get(("facespace-unfused", task))
         if a and b:
-            ratios[f"{task} facespace (fused, channels-last) vs facespace-unfused"] = _ratio(a["faces_per_s"],
+            ratios[f"{task} facespace-torch (fused, channels-last) vs facespace-unfused"] = _ratio(a["faces_per_s"],
                                                                                         b["faces_per_s"])
     return ratios
 

@@ -55,11 +55,10 @@ def detector():
 def _yaw(detector, name: str) -> float:
     from facespace.imageio import load_image
     from facespace.detection.nms import pairwise_overlap
-    import torch
 
     path = POINTING04 / name[:8].capitalize() / name
     det = detector.detect([load_image(path)])[0]
-    iou = pairwise_overlap(torch.from_numpy(read_face_box(path)[None]), torch.from_numpy(det.boxes)).numpy()[0]
+    iou = pairwise_overlap(read_face_box(path)[None], det.boxes)[0]
     return estimate_pose(det.landmarks[int(np.argmax(iou))]).yaw
 
 

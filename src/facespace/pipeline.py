@@ -19,7 +19,8 @@ import numpy as np
 from .alignment import (REFERENCE_FACE_SIDE, AlignMode, align_face, centre_crop, margin_crop, template_68, template_id,
                         upright_crop)
 from .comparison import verify as verify_embeddings
-from .detection.types import DETECT_PIXELS, Detector, DetectorBackend, DetectorName, SecondPass
+from .detection.types import (DETECT_PIXELS, Detector, DetectorBackend, DetectorName, SecondPass,
+                              default_detector_backend)
 from .embedding import BF16_PRECISION, Backend, Embedder, EmbeddingModel
 from .errors import FacespaceError, NoFaceError, OptionError, check_choice
 from .face_choice import FaceChoice, choose_face
@@ -48,12 +49,13 @@ CHUNK_PIXELS = 16_000_000
 class DetectorSettings:
     """Which detector (``name``) and MTCNN's parameters: smallest face in pixels, per-stage score
     thresholds, pyramid factor, the runtime of its networks ("torch" or "onnx": ONNX Runtime on
-    the CPU, same detections) and the working size."""
+    the CPU, same detections; None: :func:`~facespace.detection.types.default_detector_backend`,
+    ONNX Runtime on the CPU) and the working size."""
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
-    backend: DetectorBackend = "torch"
+    backend: DetectorBackend | None = None
     #: Working size in pixels: larger images are detected on a downscaled copy (None: full size).
     max_pixels: int | None = DETECT_PIXELS
     #: The detector: "mtcnn" (all settings above apply), "blazeface" or "blazeface-full" (these
@@ -70,8 +72,9 @@ class DetectorSettings:
             from .detection.blazeface import BlazeFace
 
             return BlazeFace("full" if self.name == "blazeface-full" else "short", device=device)
+        backend = self.backend if self.backend is not None else default_detector_backend(device)
         return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
-                                factor=self.factor, backend=self.backend, max_pixels=self.max_pixels)
+                                factor=self.factor, backend=backend, max_pixels=self.max_pixels)
 
     def relaxed(self) -> "DetectorSettings":
         """The second pass's settings: lower stage thresholds and a finer pyramid (chosen on
@@ -143,9 +146,10 @@ class FacePipeline:
     ``second_pass="relaxed"`` first looks again with relaxed detector settings.
     ``backend`` runs the embedding network with ``"torch"`` (any device; float16
     batches on CUDA), ``"onnx"`` (ONNX Runtime on the CPU; same embeddings
-    within 1e-4) or ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU;
-    its embeddings are labelled ``precision=int8:<id>``) or ``"torch-bf16"`` (matrix products in
-    bfloat16, labelled ``precision=bf16:...``). Detection (MTCNN) always runs in torch on ``device``.
+    within 1e-4; the default on the CPU, see :func:`facespace.embedding.default_backend`) or
+    ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU; its embeddings are labelled
+    ``precision=int8:<id>``) or ``"torch-bf16"`` (matrix products in bfloat16, labelled
+    ``precision=bf16:...``). MTCNN's networks run with ``detector.backend``.
     ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
     ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`). ``preset`` ("fast",
     "balanced", "accurate"; :mod:`facespace.presets`) sets the views, runtime and threshold;
@@ -165,7 +169,7 @@ class FacePipeline:
         fallback: Fallback = "none",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threshold: float | None = None,
-        backend: Backend = "torch",
+        backend: Backend | None = None,
         face_choice: FaceChoice = "largest",
         second_pass: SecondPass = "relaxed",
         min_quality: float | None = None,
@@ -177,7 +181,7 @@ class FacePipeline:
         self.preset: PresetConfig | None = get_preset(preset) if preset is not None else None
         self.views = _views(model or (embedder.name if embedder is not None and preset is None else None),
                             align, flip, self.preset)
-        if self.preset is not None and backend != "torch":
+        if self.preset is not None and backend is not None:
             raise OptionError(f"preset {self.preset.name!r} sets the embedding runtime; drop backend={backend!r}")
         backend = self.preset.backend if self.preset is not None else backend
         self.embedders: dict[str, EmbeddingModel] = {embedder.name: embedder} if embedder is not None else {}
@@ -199,7 +203,7 @@ class FacePipeline:
         self._detector: Detector | None = None
         self._relaxed: Detector | None = None
         self._landmarkers: dict[str, "Landmarker"] = {}
-        self._device = str(self.embedder.device)  # resolved and checked by the embedder
+        self._device = self.embedder.device_name  # resolved and checked by the embedder
         default = self.preset.threshold if self.preset is not None else self.embedder.config.threshold
         self.threshold = float(threshold if threshold is not None else default)
 

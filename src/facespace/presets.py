@@ -48,7 +48,8 @@ class PresetConfig:
 
     name: str
     views: tuple[View, ...]
-    backend: Backend
+    #: The embedding runtime; None: the default for the device (ONNX Runtime on the CPU, torch elsewhere).
+    backend: Backend | None
     threshold: float
     source: str = ""
     ms_per_face: float | None = None
@@ -63,7 +64,10 @@ def _preset(name: str, data: dict) -> PresetConfig:
                   for v in data["views"])
     if not views or any(v.weight <= 0 for v in views):
         raise OptionError(f"preset {name!r}: needs at least one view, each with a positive weight")
-    return PresetConfig(name, views, data.get("backend", "torch"), float(data["threshold"]),
+    backend = data.get("backend")
+    if backend is not None:
+        check_choice(backend, Backend, f"preset {name!r} backend")
+    return PresetConfig(name, views, backend, float(data["threshold"]),
                         data.get("source", ""), data.get("ms_per_face"))
 
 

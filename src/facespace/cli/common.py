@@ -45,8 +45,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
         group.add_argument("--min-quality", type=fraction_type, default=None,
                            help="refuse a verdict on faces below this quality (0..1): 'low_quality' instead")
         group.add_argument("--batch-size", type=_positive_int, default=32, help="faces per network batch")
-        group.add_argument("--backend", default="torch", choices=BACKENDS,
-                           help="embedding runtime: torch (default), onnx (ONNX Runtime, same embeddings) or "
+        group.add_argument("--backend", default=None, choices=BACKENDS,
+                           help="embedding runtime: onnx (ONNX Runtime, the default on the CPU), torch (the same "
+                                "embeddings within 1e-4; the default on other devices), or "
                                 "onnx-int8 (int8-quantised, ~3x faster on CPU) or torch-bf16 (bfloat16 matrix products, ~2x "
                                 "faster on CPUs with AVX512-BF16/AMX)")
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
@@ -55,8 +56,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
     group.add_argument("--detector", default="mtcnn", choices=DETECTOR_NAMES,
                        help="face detector: mtcnn (default), blazeface (MediaPipe short range, fast) or "
                             "blazeface-full (full range: smaller faces); see README 'Fast detector'")
-    group.add_argument("--detector-backend", default="torch", choices=DETECTOR_BACKENDS,
-                       help="MTCNN runtime: torch (default) or onnx (ONNX Runtime, CPU)")
+    group.add_argument("--detector-backend", default=None, choices=DETECTOR_BACKENDS,
+                       help="MTCNN runtime: onnx (ONNX Runtime, the default on the CPU) or torch (the same "
+                            "detections; the default on other devices)")
     group.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -81,9 +83,9 @@ def pipeline_options(args: argparse.Namespace, **settings: Any) -> dict[str, Any
         flip=getattr(args, "flip", False),
         device=args.device,
         batch_size=getattr(args, "batch_size", 32),
-        detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", "torch"),
+        detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", None),
                                   name=getattr(args, "detector", "mtcnn")),
-        backend=getattr(args, "backend", "torch"),
+        backend=getattr(args, "backend", None),
         second_pass=getattr(args, "second_pass", "relaxed"),
         min_quality=getattr(args, "min_quality", None),
         preset=getattr(args, "preset", None),

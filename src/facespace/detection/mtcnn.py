@@ -18,6 +18,11 @@ Pipeline, per image:
 
 Crops of all images go through R-Net and O-Net together. Boxes use continuous
 pixel coordinates (pixel ``i`` spans ``[i, i + 1)``).
+
+Everything but the three networks runs in NumPy, and the networks are called on NumPy
+arrays: ONNX Runtime graphs directly (``backend="onnx"``: no torch in the process), torch
+modules through :func:`_torch_runner` (``backend="torch"``, any device). No tensor ever
+crosses between the stages.
 """
 
 from __future__ import annotations
@@ -25,16 +30,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import WeightsError, check_choice
-from ..networks.mtcnn_nets import ONet, PNet, RNet
-from ..pretrained.loader import load_mtcnn_net
 from ..runtime.preprocess import fixed_scale
-from ..runtime.threads import apply_thread_default
 from .nms import batched_nms
 from .types import DETECT_PIXELS, DetectorBackend, Detections, check_image
 
@@ -49,12 +51,46 @@ _PAD_SLACK = 1.3
 # of 32 against 87 ms in chunks of 1024, O-Net 38 against 88; 16 and 64 are within 10% of 32.
 _CHUNK = 32
 
+#: A network as the stages call it: NCHW float32 input -> its outputs as float32 arrays.
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def _torch_runner(net: Any, device: str) -> Runner:
+    """A torch module (P-, R- or O-Net) on ``device`` as a :data:`Runner`."""
+    import torch
+
+    from ..runtime.threads import apply_thread_default
+
+    apply_thread_default()
+    net.to(device).eval()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            # NHWC pixels viewed as NCHW are channels-last, the layout oneDNN's convolutions prefer
+            outs = net(torch.from_numpy(x).to(device))
+        return [o.float().cpu().numpy() for o in outs]
+    return run
+
+
+def _runner(net: Any, device: str) -> Runner:
+    """An ONNX Runtime network (it has ``run``) as it is; a torch module through :func:`_torch_runner`."""
+    run = getattr(net, "run", None)
+    if callable(run) and not hasattr(net, "parameters"):
+        return run
+    return _torch_runner(net, device)
+
+
+def _net_input(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the networks' (N, 3, H, W) float32 input (a channels-last view)."""
+    return fixed_scale(pixels.astype(np.float32)).transpose(0, 3, 1, 2)
+
 
 class MTCNN:
     """Three-stage cascaded face detector with five landmarks.
 
     Build it with :meth:`pretrained` (weights from the registry) or from the
-    three networks. ``min_face_size`` is the smallest face side (pixels) the
+    three networks (torch modules, or :class:`~facespace.runtime.onnx_backend.OnnxNetwork`).
+    ``min_face_size`` is the smallest face side (pixels) the
     pyramid looks for; ``thresholds`` are the P-, R- and O-Net score cut-offs;
     ``factor`` is the pyramid's scale step.
 
@@ -64,9 +100,9 @@ class MTCNN:
     bounded; ``min_face_size`` then applies to the copy. ``None`` detects at full size.
     """
 
-    def __init__(self, pnet: PNet, rnet: RNet, onet: ONet, *, min_face_size: float = 20,
+    def __init__(self, pnet: Any, rnet: Any, onet: Any, *, min_face_size: float = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 device: str | torch.device = "cpu", max_pixels: int | None = DETECT_PIXELS) -> None:
+                 device: str = "cpu", max_pixels: int | None = DETECT_PIXELS) -> None:
         if not min_face_size > 0:
             raise ValueError(f"min_face_size must be positive, got {min_face_size}")
         if not 0 < factor < 1:
@@ -80,18 +116,15 @@ class MTCNN:
         self.min_face_size = float(min_face_size)
         self.thresholds = thresholds
         self.factor = float(factor)
-        self.device = torch.device(device)
-        apply_thread_default()
-        # The network inputs below are NHWC arrays viewed as NCHW, i.e. already
-        # channels-last, which is the layout oneDNN's convolutions prefer.
-        self.pnet = pnet.to(self.device).eval()
-        self.rnet = rnet.to(self.device).eval()
-        self.onet = onet.to(self.device).eval()
+        self.device = str(device)
+        self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self._runners = tuple(_runner(net, self.device) for net in (pnet, rnet, onet))
 
     @classmethod
-    def from_files(cls, paths: Mapping[str, str | Path], device: str | torch.device = "cpu",
-                   **params) -> "MTCNN":
-        """Load from a mapping with keys ``pnet``, ``rnet``, ``onet`` to state-dict files."""
+    def from_files(cls, paths: Mapping[str, str | Path], device: str = "cpu", **params) -> "MTCNN":
+        """Load from a mapping with keys ``pnet``, ``rnet``, ``onet`` to state-dict files (torch)."""
+        from ..pretrained.loader import load_mtcnn_net
+
         missing = {"pnet", "rnet", "onet"} - set(paths)
         if missing:
             raise WeightsError(f"MTCNN needs weight files for {sorted(missing)}")
@@ -104,20 +137,20 @@ class MTCNN:
         return cls(*nets, device=device, **params)
 
     @classmethod
-    def pretrained(cls, name: str | None = None, device: str | torch.device = "cpu",
+    def pretrained(cls, name: str | None = None, device: str = "cpu",
                    backend: DetectorBackend = "torch", **params) -> "MTCNN":
         """The registry's detector ``name`` (default: the registry's default detector).
 
         ``backend="onnx"`` runs the three networks with ONNX Runtime on the CPU
-        (exported into the weight cache on first use; same detections).
+        (exported into the weight cache on first use; same detections; no torch once cached).
         """
-        from ..pretrained.weights import weight_paths
-
+        check_choice(backend, DetectorBackend, "detector backend")
         if backend == "onnx":
             from ..runtime.onnx_backend import load_onnx_mtcnn
 
             return cls(*load_onnx_mtcnn(name), device=device, **params)
-        check_choice(backend, DetectorBackend, "detector backend")
+        from ..pretrained.weights import weight_paths
+
         return cls.from_files(weight_paths(name, kind="detector"), device=device, **params)
 
     # ------------------------------------------------------------------ API
@@ -126,7 +159,6 @@ class MTCNN:
         """Faces in one RGB uint8 ``H x W x 3`` image."""
         return self.detect([image])[0]
 
-    @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Faces in each of a batch of RGB uint8 ``H x W x 3`` images (sizes may differ)."""
         arrays = [check_image(image, i) for i, image in enumerate(images)]
@@ -166,7 +198,7 @@ class MTCNN:
             side *= self.factor
         return out
 
-    def _stage_pnet(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stage_pnet(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Candidate (K, 4) squared boxes and their (K,) image indices."""
         pyramids = [self.scales(*a.shape[:2]) for a in arrays]
         levels = max((len(p) for p in pyramids), default=0)
@@ -174,60 +206,47 @@ class MTCNN:
         for level in range(levels):
             members = [i for i, p in enumerate(pyramids) if len(p) > level]
             scaled = {i: _resize(arrays[i], pyramids[i][level]) for i in members}
-            level_boxes, level_scores, level_regs, level_groups = [], [], [], []
-            for batch in _pad_batches(members, {i: s.shape[:2] for i, s in scaled.items()}):
-                b, s, r, g = self._pnet_batch([scaled[i] for i in batch], batch,
-                                              pyramids[batch[0]][level])
-                level_boxes.append(b), level_scores.append(s)
-                level_regs.append(r), level_groups.append(g)
-            boxes = torch.cat(level_boxes)
-            if boxes.numel() == 0:
+            parts = [self._pnet_batch([scaled[i] for i in batch], batch, pyramids[batch[0]][level])
+                     for batch in _pad_batches(members, {i: s.shape[:2] for i, s in scaled.items()})]
+            boxes, scores, regs, groups = (np.concatenate(column) for column in zip(*parts))
+            if len(boxes) == 0:
                 continue
-            scores, regs, groups = torch.cat(level_scores), torch.cat(level_regs), torch.cat(level_groups)
             keep = batched_nms(boxes, scores, groups, 0.5, "union")
-            found_boxes.append(torch.cat([boxes[keep], scores[keep, None], regs[keep]], dim=1))
+            found_boxes.append(np.concatenate([boxes[keep], scores[keep, None], regs[keep]], axis=1))
             found_groups.append(groups[keep])
         if not found_boxes:
-            return torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
-        cand = torch.cat(found_boxes)
-        groups = torch.cat(found_groups)
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        cand, groups = np.concatenate(found_boxes), np.concatenate(found_groups)
         keep = batched_nms(cand[:, :4], cand[:, 4], groups, 0.7, "union")
         cand, groups = cand[keep], groups[keep]
-        boxes = _square(_regress(cand[:, :4], cand[:, 5:9]))
-        return boxes, groups
+        return _square(_regress(cand[:, :4], cand[:, 5:9])), groups
 
     def _pnet_batch(self, images: list[np.ndarray], indices: list[int], scale: float):
-        heights = [im.shape[0] for im in images]
-        widths = [im.shape[1] for im in images]
+        heights = np.array([im.shape[0] for im in images])
+        widths = np.array([im.shape[1] for im in images])
         if len(images) == 1:
             batch = images[0][None]  # no padding: no copy
         else:
-            batch = np.zeros((len(images), max(heights), max(widths), 3), dtype=np.uint8)
+            batch = np.zeros((len(images), heights.max(), widths.max(), 3), dtype=np.uint8)
             for k, im in enumerate(images):
                 batch[k, : im.shape[0], : im.shape[1]] = im
-        # uint8 to the device (4x less to move), then float: the same values as before.
-        x = fixed_scale(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float())
-        reg, prob = self.pnet(x)
-        reg, prob = reg.float().cpu(), prob[:, 1].float().cpu()
+        reg, prob = self._runners[0](_net_input(batch))
+        prob = prob[:, 1]
         # Keep only cells whose whole 12x12 window lies inside that image.
-        rows = torch.arange(prob.shape[1]) * _STRIDE + _CELL
-        cols = torch.arange(prob.shape[2]) * _STRIDE + _CELL
-        valid = (rows[None, :, None] <= torch.tensor(heights)[:, None, None]) & \
-                (cols[None, None, :] <= torch.tensor(widths)[:, None, None])
-        b, r, c = torch.nonzero((prob >= self.thresholds[0]) & valid, as_tuple=True)
-        x1 = c.float() * _STRIDE
-        y1 = r.float() * _STRIDE
-        boxes = torch.stack([x1, y1, x1 + _CELL, y1 + _CELL], dim=1) / scale
-        regs = reg[b, :, r, c]
-        groups = torch.tensor(indices, dtype=torch.long)[b]
-        return boxes, prob[b, r, c], regs, groups
+        rows = np.arange(prob.shape[1]) * _STRIDE + _CELL
+        cols = np.arange(prob.shape[2]) * _STRIDE + _CELL
+        valid = (rows[None, :, None] <= heights[:, None, None]) & (cols[None, None, :] <= widths[:, None, None])
+        b, r, c = np.nonzero((prob >= self.thresholds[0]) & valid)
+        x1 = c.astype(np.float32) * _STRIDE
+        y1 = r.astype(np.float32) * _STRIDE
+        boxes = np.stack([x1, y1, x1 + _CELL, y1 + _CELL], axis=1) / np.float32(scale)
+        return boxes, prob[b, r, c], reg[b, :, r, c], np.asarray(indices, dtype=np.int64)[b]
 
     def _stage_rnet(self, arrays, boxes, groups):
         if boxes.shape[0] == 0:
             return boxes, groups
-        boxes = boxes.round()
-        crops = _crops(arrays, boxes, groups, 24)
-        regs, probs = self._run(self.rnet, crops)
+        boxes = np.round(boxes)
+        regs, probs = self._run(self._runners[1], _crops(arrays, boxes, groups, 24))
         keep = probs[:, 1] >= self.thresholds[1]
         boxes, groups, regs, scores = boxes[keep], groups[keep], regs[keep], probs[keep, 1]
         keep = batched_nms(boxes, scores, groups, 0.7, "union")
@@ -237,31 +256,28 @@ class MTCNN:
         results = [Detections.empty() for _ in arrays]
         if boxes.shape[0] == 0:
             return results
-        boxes = boxes.round()
-        crops = _crops(arrays, boxes, groups, 48)
-        regs, marks, probs = self._run(self.onet, crops)
+        boxes = np.round(boxes)
+        regs, marks, probs = self._run(self._runners[2], _crops(arrays, boxes, groups, 48))
         keep = probs[:, 1] >= self.thresholds[2]
         boxes, groups, regs, marks = boxes[keep], groups[keep], regs[keep], marks[keep]
         scores = probs[keep, 1]
-        wh = (boxes[:, 2:] - boxes[:, :2])
+        wh = boxes[:, 2:] - boxes[:, :2]
         xs = boxes[:, 0:1] + wh[:, 0:1] * marks[:, :5]
         ys = boxes[:, 1:2] + wh[:, 1:2] * marks[:, 5:]
-        landmarks = torch.stack([xs, ys], dim=2)
+        landmarks = np.stack([xs, ys], axis=2)
         boxes = _regress(boxes, regs)
         keep = batched_nms(boxes, scores, groups, 0.7, "min")  # descending score order
         boxes, scores, landmarks, groups = boxes[keep], scores[keep], landmarks[keep], groups[keep]
         for i in range(len(arrays)):
             sel = groups == i
             if sel.any():
-                results[i] = Detections(boxes[sel].numpy(), scores[sel].numpy(), landmarks[sel].numpy())
+                results[i] = Detections(boxes[sel], scores[sel], landmarks[sel])
         return results
 
-    def _run(self, net, crops: np.ndarray) -> tuple[torch.Tensor, ...]:
-        outs = []
-        for start in range(0, len(crops), _CHUNK):
-            x = torch.from_numpy(crops[start : start + _CHUNK]).to(self.device)
-            outs.append([o.float().cpu() for o in net(fixed_scale(x.permute(0, 3, 1, 2).float()))])
-        return tuple(torch.cat(parts) for parts in zip(*outs))
+    @staticmethod
+    def _run(run: Runner, crops: np.ndarray) -> tuple[np.ndarray, ...]:
+        outs = [run(_net_input(crops[start : start + _CHUNK])) for start in range(0, len(crops), _CHUNK)]
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
 
 
 # ---------------------------------------------------------------- helpers
@@ -291,25 +307,24 @@ def _pad_batches(members: list[int], shapes: dict[int, tuple[int, int]]) -> list
     return batches
 
 
-def _regress(boxes: torch.Tensor, regs: torch.Tensor) -> torch.Tensor:
+def _regress(boxes: np.ndarray, regs: np.ndarray) -> np.ndarray:
     """Shift box edges by offsets given as fractions of the box's width/height."""
-    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    wh = np.tile(boxes[:, 2:] - boxes[:, :2], (1, 2))
     return boxes + regs * wh
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
+def _square(boxes: np.ndarray) -> np.ndarray:
     """Grow each box to a square of its longer side, about the same centre."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]).max(dim=1, keepdim=True).values / 2
-    return torch.cat([centre - half, centre + half], dim=1)
+    half = (boxes[:, 2:] - boxes[:, :2]).max(axis=1, keepdims=True) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def _crops(arrays: list[np.ndarray], boxes: torch.Tensor, groups: torch.Tensor,
-           size: int) -> np.ndarray:
+def _crops(arrays: list[np.ndarray], boxes: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
     """(N, size, size, 3) uint8 crops of integer boxes; outside the image reads as 0."""
     out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
-    coords = boxes.round().long().numpy()
-    for k, (g, (x1, y1, x2, y2)) in enumerate(zip(groups.tolist(), coords)):
+    coords = np.round(boxes).astype(np.int64)
+    for k, (g, (x1, y1, x2, y2)) in enumerate(zip(groups.tolist(), coords.tolist())):
         image = arrays[g]
         height, width = image.shape[:2]
         x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)

@@ -1,6 +1,6 @@
-"""Greedy non-maximum suppression in plain torch (no torchvision).
+"""Greedy non-maximum suppression in NumPy (no torch, no torchvision).
 
-Boxes are ``(N, 4)`` tensors of ``x1, y1, x2, y2`` in continuous pixel
+Boxes are ``(N, 4)`` arrays of ``x1, y1, x2, y2`` in continuous pixel
 coordinates; a box's area is ``(x2 - x1) * (y2 - y1)``. Two overlap measures:
 
 * ``"union"``: intersection / union (IoU);
@@ -8,14 +8,15 @@ coordinates; a box's area is ``(x2 - x1) * (y2 - y1)``. Two overlap measures:
   inside a larger one, as MTCNN's last stage does).
 
 A box is suppressed when its overlap with a higher-scoring kept box is
-*greater than* ``threshold``. Ties in score keep the earlier index.
+*greater than* ``threshold``. Ties in score keep the earlier index. Inputs may be
+anything :func:`numpy.asarray` takes (CPU tensors too); indices come back as int64 arrays.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
+import numpy as np
 
 Mode = Literal["union", "min"]
 
@@ -27,26 +28,25 @@ _BLOCK = 256
 __all__ = ["box_area", "pairwise_overlap", "nms", "batched_nms"]
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes)
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def pairwise_overlap(a: torch.Tensor, b: torch.Tensor, mode: Mode = "union") -> torch.Tensor:
+def pairwise_overlap(a: np.ndarray, b: np.ndarray, mode: Mode = "union") -> np.ndarray:
     """(N, M) matrix of IoU (``"union"``) or intersection over the smaller area (``"min"``)."""
     _check_mode(mode)
-    a = a if a.is_floating_point() else a.float()
-    b = b.to(a.dtype)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
+    a = np.asarray(a)
+    a = a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float32)
+    b = np.asarray(b, dtype=a.dtype)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     area_a = box_area(a)[:, None]
     area_b = box_area(b)[None, :]
-    if mode == "union":
-        denom = area_a + area_b - inter
-    else:
-        denom = torch.minimum(area_a, area_b)
-    return torch.where(denom > 0, inter / denom.clamp(min=1e-12), torch.zeros_like(inter))
+    denom = area_a + area_b - inter if mode == "union" else np.minimum(area_a, area_b)
+    return np.where(denom > 0, inter / np.maximum(denom, 1e-12), 0).astype(a.dtype, copy=False)
 
 
 def _check_mode(mode: str) -> None:
@@ -54,51 +54,48 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"NMS mode must be 'union' or 'min', got {mode!r}")
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float,
-        mode: Mode = "union") -> torch.Tensor:
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: Mode = "union") -> np.ndarray:
     """Indices of the boxes kept by greedy NMS, in descending score order.
 
     Exact greedy NMS, vectorised in blocks of the score-sorted boxes: a block
-    first loses, in one tensor operation, every box overlapping an already kept
+    first loses, in one array operation, every box overlapping an already kept
     box; then one pass over the block's precomputed suppression matrix keeps
     each surviving box and drops the boxes it suppresses.
     """
     _check_mode(mode)
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must have shape ({boxes.shape[0]},), got {tuple(scores.shape)}")
     n = boxes.shape[0]
     if n == 0:
-        return torch.empty(0, dtype=torch.long, device=boxes.device)
-    if not boxes.is_floating_point():
-        boxes = boxes.float()
-    order = torch.sort(scores, descending=True, stable=True).indices
+        return np.zeros(0, dtype=np.int64)
+    if not np.issubdtype(boxes.dtype, np.floating):
+        boxes = boxes.astype(np.float32)
+    order = np.argsort(-scores, kind="stable")
     ordered = boxes[order]
-    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    keep = np.zeros(n, dtype=bool)
     kept = ordered[:0]
     for start in range(0, n, _BLOCK):
         block = ordered[start : start + _BLOCK]
-        alive = torch.ones(block.shape[0], dtype=torch.bool, device=boxes.device)
+        alive = np.ones(block.shape[0], dtype=bool)
         if kept.shape[0]:
-            alive &= ~(pairwise_overlap(kept, block, mode) > threshold).any(dim=0)
-        # suppress[i, j]: box i (better) would remove box j. The greedy scan over
-        # this block's rows is the only sequential part; it runs in numpy.
-        suppress = (pairwise_overlap(block, block, mode) > threshold).cpu().numpy()
-        alive_np = alive.cpu().numpy().copy()
+            alive &= ~(pairwise_overlap(kept, block, mode) > threshold).any(axis=0)
+        # suppress[i, j]: box i (better) would remove box j; the greedy scan over rows is sequential.
+        suppress = pairwise_overlap(block, block, mode) > threshold
         for i in range(block.shape[0]):
-            if alive_np[i]:
+            if alive[i]:
                 row = suppress[i]
                 row[: i + 1] = False
-                alive_np &= ~row
-        current = torch.from_numpy(alive_np).to(boxes.device)
-        keep[start : start + block.shape[0]] = current
-        kept = torch.cat([kept, block[current]])
+                alive &= ~row
+        keep[start : start + block.shape[0]] = alive
+        kept = np.concatenate([kept, block[alive]])
     return order[keep]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                threshold: float, mode: Mode = "union") -> torch.Tensor:
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                threshold: float, mode: Mode = "union") -> np.ndarray:
     """NMS applied independently within each group (e.g. image index).
 
     Each group's boxes are shifted by ``group * span`` so boxes of different
@@ -110,13 +107,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     score order across all groups.
     """
     _check_mode(mode)
+    boxes, scores, groups = np.asarray(boxes), np.asarray(scores), np.asarray(groups)
     if groups.shape != boxes.shape[:1]:
         raise ValueError(f"groups must have shape ({boxes.shape[0]},), got {tuple(groups.shape)}")
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.long, device=boxes.device)
-    boxes = boxes.double()
-    labels, counts = torch.unique(groups, return_counts=True)
-    if boxes.shape[0] <= _BLOCK or labels.numel() == 1:
+    if boxes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    boxes = boxes.astype(np.float64)
+    labels, counts = np.unique(groups, return_counts=True)
+    if boxes.shape[0] <= _BLOCK or labels.size == 1:
         return _offset_nms(boxes, scores, groups, threshold, mode)
     packs: list[list[int]] = [[]]
     size = 0
@@ -128,15 +126,15 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
         size += count
     kept = []
     for pack in packs:
-        index = torch.nonzero(torch.isin(groups, torch.tensor(pack, device=groups.device))).squeeze(1)
+        index = np.flatnonzero(np.isin(groups, pack))
         kept.append(index[_offset_nms(boxes[index], scores[index], groups[index], threshold, mode)])
-    keep = torch.cat(kept)
-    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    keep = np.concatenate(kept)
+    return keep[np.argsort(-scores[keep], kind="stable")]
 
 
-def _offset_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                threshold: float, mode: Mode) -> torch.Tensor:
+def _offset_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                threshold: float, mode: Mode) -> np.ndarray:
     lo = boxes.min()
     span = boxes.max() - lo + 1.0
-    offsets = (groups.to(boxes.dtype) * span - lo)[:, None]
+    offsets = (groups.astype(boxes.dtype) * span - lo)[:, None]
     return nms(boxes + offsets, scores, threshold, mode)

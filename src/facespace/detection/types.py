@@ -8,6 +8,7 @@ from typing import Literal, Protocol, Sequence, get_args
 import numpy as np
 
 __all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DetectorName",
+           "default_detector_backend",
            "DETECTOR_NAMES", "LANDMARK_NAMES", "SECOND_PASSES", "SecondPass",
            "check_image"]
 
@@ -16,9 +17,18 @@ __all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECT
 DetectorName = Literal["mtcnn", "blazeface", "blazeface-full"]
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 
-#: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections).
+#: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections
+#: within 2e-4 px, no torch in the process once the graphs are cached; the default on the CPU).
 DetectorBackend = Literal["torch", "onnx"]
 DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackend)
+
+
+def default_detector_backend(device: str = "cpu") -> DetectorBackend:
+    """The runtime of MTCNN's networks when none is named: ONNX Runtime on the CPU where it is
+    installed (a cached start then never imports torch), torch on other devices."""
+    from ..runtime.device import prefers_onnx_runtime
+
+    return "onnx" if prefers_onnx_runtime(device) else "torch"
 #: Whether an image in which detection found no face gets a second, relaxed pass.
 SecondPass = Literal["relaxed", "off"]
 SECOND_PASSES: tuple[str, ...] = get_args(SecondPass)

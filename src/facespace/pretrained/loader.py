@@ -27,14 +27,10 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import WeightsError
 from ..files import atomic_path, has_valid_manifest, write_manifest
-from ..networks import create_model
 from .registry import PretrainedConfig, resolve_config
 from .weights import local_paths, weight_paths
 
@@ -46,7 +42,11 @@ CONVERTER_VERSION = 1
 # Bump when batch-norm folding (facespace.runtime.fuse) changes what it computes.
 FUSE_VERSION = 1
 
-Converter = Callable[[nn.Module, dict[str, Path]], dict[str, torch.Tensor]]
+if TYPE_CHECKING:  # torch is imported by the functions that build or load a network, not here: the
+    import torch    # cache paths below are what the torch-free ONNX path needs of this module
+    from torch import nn
+
+Converter = Callable[["nn.Module", dict[str, Path]], dict[str, "torch.Tensor"]]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,8 @@ def _format(config: PretrainedConfig) -> WeightFormat:
 
 def build_embedder(config: PretrainedConfig) -> nn.Module:
     """The untrained network for a registry entry, shaped to hold its converted weights."""
+    from ..networks import create_model
+
     fmt = _format(config)
     try:
         return create_model(config.architecture, embedding_size=config.embedding_size,
@@ -140,6 +142,8 @@ def _load_cached(path: Path, sources: dict) -> dict[str, torch.Tensor] | None:
     """The cached state, only if its manifest vouches for its bytes (else convert again)."""
     if not has_valid_manifest(path, sources):
         return None
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # unreadable despite its checksum: convert again and overwrite
@@ -148,6 +152,8 @@ def _load_cached(path: Path, sources: dict) -> dict[str, torch.Tensor] | None:
 
 def _cache_state(state: dict[str, torch.Tensor], cache: Path, sources: dict) -> None:
     """Write a state and its manifest; a read-only cache still works, just slower."""
+    import torch
+
     try:
         with atomic_path(cache) as tmp:
             torch.save(state, tmp)
@@ -196,6 +202,8 @@ def _load_unfused(config: PretrainedConfig) -> nn.Module:
     """The network with its converted weights (converted and cached first if need be)."""
     cache = converted_cache_path(config, local_paths(config))
     sources = cache_sources(config)
+    import torch
+
     state = _load_cached(cache, sources)
     if state is None:  # converting needs a real network to read the layout from
         network = build_embedder(config)
@@ -219,6 +227,8 @@ def _fused_sources(config: PretrainedConfig) -> dict:
 def _load_fused(config: PretrainedConfig) -> nn.Module | None:
     """The batch-norm-folded network straight from its cached state (the layout made on the meta
     device, no arithmetic): a cold start's largest saving. None when there is no valid cache."""
+    import torch
+
     from ..runtime.fuse import fuse_for_inference
 
     state = _load_cached(_fused_cache(config), _fused_sources(config))
@@ -242,6 +252,8 @@ def _fit(network: nn.Module, state: dict[str, torch.Tensor], config: PretrainedC
 
 def load_mtcnn_net(kind: str, path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """MTCNN network ``kind`` ("pnet", "rnet" or "onet") with its weight file loaded strictly, in eval mode."""
+    import torch
+
     from ..networks.mtcnn_nets import NETWORKS
 
     try:

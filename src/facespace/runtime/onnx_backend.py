@@ -16,6 +16,8 @@
   first use into the weight cache (atomic writes) and reuse them afterwards.
 
 Needs the ``onnx`` extra (``onnx`` for export checks, ``onnxruntime`` to run).
+torch is imported only to export: running a cached graph needs ONNX Runtime and
+NumPy alone, so a process whose graphs are cached never loads torch.
 Files are written to a temporary name and renamed, so a reader never sees a
 half-written graph.
 """
@@ -27,13 +29,16 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import nn
+import numpy as np
 
 from ..errors import FacespaceError
 from ..files import atomic_path, has_valid_manifest, write_manifest
+from .threads import ort_threads
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from ..pretrained.registry import PretrainedConfig
 
 __all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxNetwork",
@@ -42,21 +47,27 @@ __all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxNetwork",
 DEFAULT_OPSET = 17
 
 
-class _Embed(nn.Module):
-    """Fixes ``normalize=True`` so the traced graph has one input."""
+def _embed_module(net: "nn.Module") -> "nn.Module":
+    """``net`` with ``normalize=True`` fixed, so the traced graph has one input."""
+    from torch import nn
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
+    class _Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        def forward(self, x):
+            return self.net(x)
+
+    return _Embed()
 
 
-def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path,
+def export_module(module: "nn.Module", example: "tuple[torch.Tensor, ...]", path: str | Path,
                   input_names: list[str], output_names: list[str],
                   dynamic_axes: dict[str, dict[int, str]], opset: int = DEFAULT_OPSET) -> Path:
     """Trace ``module`` (eval mode, on CPU) to ONNX at ``path``, atomically; checks the file."""
+    import torch
+
     module = module.to("cpu").eval()
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
@@ -76,6 +87,8 @@ def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: st
 def export_embedder(model: "PretrainedConfig | str | None", path: str | Path,
                     opset: int = DEFAULT_OPSET) -> Path:
     """Export the registered embedding network ``model`` (config or name; BN folded) to ``path``."""
+    import torch
+
     from ..pretrained.loader import load_embedder
     from ..pretrained.registry import resolve_config
 
@@ -83,13 +96,15 @@ def export_embedder(model: "PretrainedConfig | str | None", path: str | Path,
     net = load_embedder(config, device="cpu", fuse=True)
     size = config.input_size
     example = (torch.zeros(2, 3, size, size),)
-    return export_module(_Embed(net), example, path, ["input"], ["embedding"],
+    return export_module(_embed_module(net), example, path, ["input"], ["embedding"],
                          {"input": {0: "batch"}, "embedding": {0: "batch"}}, opset)
 
 
 def export_mtcnn(directory: str | Path, name: str | None = None,
                  opset: int = DEFAULT_OPSET) -> dict[str, Path]:
     """Export P-, R- and O-Net of detector ``name`` as ``pnet.onnx`` etc. into ``directory``."""
+    import torch
+
     from ..pretrained.loader import load_mtcnn_net
     from ..pretrained.weights import weight_paths
 
@@ -116,8 +131,9 @@ def export_mtcnn(directory: str | Path, name: str | None = None,
 class OnnxNetwork:
     """An exported graph run by ONNX Runtime, called like the torch module it came from.
 
-    ``threads``: ONNX Runtime intra-op threads (default: torch's current
-    ``torch.get_num_threads()``, so one knob governs both backends).
+    Called with a NumPy array it returns NumPy arrays (no torch involved); called with a
+    tensor, tensors. ``threads``: ONNX Runtime intra-op threads (default:
+    :func:`facespace.runtime.threads.ort_threads`, so one knob governs both backends).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None,
@@ -127,7 +143,7 @@ class OnnxNetwork:
         except ImportError as exc:
             raise FacespaceError("the ONNX backend needs onnxruntime: pip install 'facespace[onnx]'") from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
+        options.intra_op_num_threads = threads if threads is not None else ort_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
@@ -136,16 +152,24 @@ class OnnxNetwork:
         self.input_name = self.session.get_inputs()[0].name
         self.training = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        outs = tuple(torch.from_numpy(o) for o in self.session.run(None, {self.input_name: array}))
+    def run(self, array: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for a float32 NumPy input."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})
+
+    def __call__(self, x):
+        if isinstance(x, np.ndarray):
+            outs = tuple(self.run(x))
+        else:
+            import torch
+
+            outs = tuple(torch.from_numpy(o) for o in self.run(x.detach().to("cpu", torch.float32).numpy()))
         return outs[0] if len(outs) == 1 else outs
 
     def eval(self) -> "OnnxNetwork":
         return self
 
     def to(self, device=None, *args, **kwargs) -> "OnnxNetwork":
-        if device is not None and torch.device(device).type != "cpu":
+        if device is not None and str(device).split(":")[0] != "cpu":
             raise ValueError("ONNX Runtime networks run on the CPU")
         return self
 

@@ -5,28 +5,52 @@
 ``"fixed"``      ``(x - 127.5) / 128``
 
 Statistics are computed in float64 and the result is cast to float32, so the
-same uint8 pixels always give the same network input.
+same uint8 pixels always give the same network input. :func:`normalise_array` is the
+NumPy form (the ONNX Runtime path, no torch); :func:`normalise` gives a tensor.
 """
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, TypeVar, get_args
 
 import numpy as np
-import torch
 
 from ..errors import check_choice
 from ..pretrained.registry import Normalisation
 
+if TYPE_CHECKING:
+    import torch
+
 MODES: tuple[str, ...] = get_args(Normalisation)
+_Pixels = TypeVar("_Pixels")
 
 
-def fixed_scale(x: torch.Tensor) -> torch.Tensor:
-    """``(x - 127.5) / 128``: 0..255 pixel values to about -1..1 (the "fixed" rule, also MTCNN's input)."""
+def fixed_scale(x: _Pixels) -> _Pixels:
+    """``(x - 127.5) / 128``: 0..255 pixel values (an array or a tensor) to about -1..1 (the
+    "fixed" rule, also MTCNN's input)."""
     return (x - 127.5) / 128.0
 
 
-def normalise(images: np.ndarray | torch.Tensor, mode: Normalisation) -> torch.Tensor:
+def normalise_array(images: np.ndarray, mode: Normalisation) -> np.ndarray:
+    """RGB ``N x H x W x 3`` (or ``H x W x 3``) pixel values 0..255 -> a contiguous float32
+    ``N x 3 x H x W`` network input, in NumPy: the same rule and values as :func:`normalise`."""
+    check_choice(mode, Normalisation, "normalisation")
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected H x W x 3 or N x H x W x 3 images, got shape {x.shape}")
+    x = x.transpose(0, 3, 1, 2).astype(np.float64)
+    if mode == "fixed":
+        out = fixed_scale(x)
+    else:
+        mean = x.mean(axis=(1, 2, 3), keepdims=True)
+        std = x.std(axis=(1, 2, 3), keepdims=True)
+        out = (x - mean) / np.maximum(std, 1.0 / np.sqrt(x[0].size))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def normalise(images: "np.ndarray | torch.Tensor", mode: Normalisation) -> "torch.Tensor":
     """RGB images -> a float32 ``N x 3 x H x W`` network input.
 
     ``images``: a numpy array or tensor of pixel values 0..255 (uint8 or float),
@@ -34,6 +58,10 @@ def normalise(images: np.ndarray | torch.Tensor, mode: Normalisation) -> torch.T
     axis is not 3 but whose second is, is taken as already ``N x 3 x H x W``.
     A tensor's device is kept.
     """
+    import torch
+
+    if not isinstance(images, torch.Tensor) and np.shape(images)[-1:] == (3,):
+        return torch.from_numpy(normalise_array(images, mode))
     check_choice(mode, Normalisation, "normalisation")
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     if x.ndim == 3:

@@ -54,7 +54,7 @@ class GatheringEmbedder:
         self.config: PretrainedConfig = embedder.config
         self.flip: bool = embedder.flip
         self.backend: str = embedder.backend
-        self.device = embedder.device
+        self.device_name: str = embedder.device_name
         self._arrived = threading.Condition()
         self._pending: list[_Job] = []
         self._gathering = False

@@ -56,19 +56,18 @@ def default_workers(most: int = 8) -> int:
 
 
 def serving_threads() -> int:
-    """Torch intra-op threads for serving: one per inference, so that concurrent requests, not the
-    ops of one, use the cores (``FACESPACE_NUM_THREADS`` overrides it); returns the count.
+    """Intra-op threads (torch and ONNX Runtime) for serving: one per inference, so that concurrent
+    requests, not the ops of one, use the cores (``FACESPACE_NUM_THREADS`` overrides it); returns
+    the count.
 
     Measured with ``benchmarks/serve_load.py`` on a shared 2-core machine: 2 workers of 1 thread
     served 21 requests/s, 1 worker of 2 threads 17 and 1 of 1 thread 14 while the machine was
     quiet; while other work kept its cores busy, 1 worker of 2 threads fell to 0.4 requests/s
     (OpenMP waiting for a descheduled thread) against 12.8 and 13.7 with 1 thread each.
     """
-    import torch
+    from ..runtime.threads import set_thread_default
 
-    if not os.environ.get("FACESPACE_NUM_THREADS", "").strip():
-        torch.set_num_threads(1)
-    return torch.get_num_threads()
+    return set_thread_default(1)  # torch and ONNX Runtime alike, without importing torch
 
 
 class InferencePool:
