@@ -1,11 +1,14 @@
 """Harmonic embeddings: comparing the old and the new model's embeddings (writes results/harmonic.*).
 
 Old model: facenet-casia-512 (512-D, its registered ``margin`` crop); new model:
-facenet-msceleb-128 (128-D, ``align``). ``--fit`` first fits every compatibility
-map on celeba-299 (6,283 images, 299 identities; never LFW) from paired
-embeddings of the same images by both models (``facespace_train.compat_fit``), and stores
-them in the map store (``$FACESPACE_COMPAT_DIR``, default ``$FACESPACE_HOME/compat``;
-``facespace fit-maps DIR`` does the same):
+facenet-msceleb-128 (128-D, its registered ``upright`` crop; each model's crop is the one
+``pretrained.toml`` registers today, and every map records the preprocessing ids it was fitted
+for). ``--fit`` first fits every compatibility map on celeba-299 (6,283 images, 299 identities;
+never LFW) from paired embeddings of the same images by both models
+(``facespace_train.compat_fit``), with ``--views`` the augmented views of
+``facespace_train.compat_augment`` added as more pairs (chosen by ``harmonic_dev.py``, on
+celeba), and stores them in the map store (``$FACESPACE_COMPAT_DIR``, default
+``$FACESPACE_HOME/compat``; ``facespace fit-maps DIR`` does the same):
 
 * ``ridge`` (strength by 5-fold cross-validation over identities) and
   ``procrustes`` (PCA of the larger space, then the orthogonal map), old->new and new->old;
@@ -17,14 +20,15 @@ Each map's ``validation.rank_score`` (cross-model pair accuracy on 20% held-out
 celeba identities, maps refitted without them) orders ``facespace.compat.find_map``.
 
 Then, on LFW (all maps frozen): view 2 (6,000 pairs, 10 folds, squared L2 of unit
-vectors) for old/old, new/new, new/new int8 (``facespace.quantized``), the new
+vectors) for old/old, new/new, new/new int8 (``facespace.quantized``: both sides int8
+codes), new int8 gallery/new (an int8 gallery searched with float probes), the new
 model through the harmonic head, and each map cross-model in both orders; and
 identification with an old-model gallery (first image of each of the 1,680
 people with 2+ images) and new-model probes (their other images; impostors:
 the 4,069 single-image people), rank-1 and DIR at FAR 1% (threshold on the
 impostors' best scores), as in ``identify_lfw.py``.
 
-    python benchmarks/harmonic.py --fit     # fit and store the maps, then evaluate
+    python benchmarks/harmonic.py --fit --views mirror   # fit and store the maps (mirror: chosen by harmonic_dev.py), evaluate
     python benchmarks/harmonic.py           # evaluate the stored maps
 """
 
@@ -81,7 +85,8 @@ def build_settings(maps: list[CompatMap]) -> list[Setting]:
 
     rows = [Setting("old/old", Side(OLD, plain), Side(OLD, plain), False),
             Setting("new/new", Side(NEW, plain), Side(NEW, plain), False),
-            Setting("new/new int8", Side(NEW, int8), Side(NEW, int8), False)]
+            Setting("new/new int8", Side(NEW, int8), Side(NEW, int8), False),
+            Setting("new int8 gallery/new", Side(NEW, int8), Side(NEW, plain), False)]
     for m in maps:
         old_side = Side(OLD, lambda x, m=m: m.to_common(x, OLD))
         new_side = Side(NEW, lambda x, m=m: m.to_common(x, NEW))
@@ -182,6 +187,8 @@ def _best_cross(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="fit and store the maps on celeba-299 first")
+    parser.add_argument("--views", default="", help="with --fit: augmented views added as fitting pairs "
+                        "(comma-separated names of facespace_train.compat_augment.DEFAULT_VIEWS)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for harmonic.json/.md/.png")
     args = parser.parse_args(argv)
     from facespace.compat import MAP_KINDS, list_maps, load_map
@@ -189,7 +196,9 @@ def main(argv=None) -> int:
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if args.fit:
-        fit_all(CELEBA)
+        from facespace_train.compat_augment import views_named
+
+        fit_all(CELEBA, views=views_named(args.views))
     order = {kind: i for i, kind in enumerate(MAP_KINDS)}
     maps = sorted((load_map(e["name"]) for e in list_maps()), key=lambda m: (m.kind == "harmonic", m.source != OLD,
                                                                            order[m.kind]))
@@ -240,7 +249,8 @@ def markdown(result: dict) -> str:
     """The grid as a Markdown page."""
     m = result["machine"]
     lines = ["# Harmonic embeddings: old and new model compared across versions", "",
-             f"Old model `{result['old_model']}`, new model `{result['new_model']}`, each with its registered crop. "
+             f"Old model `{result['old_model']}`, new model `{result['new_model']}`, each with its registered crop "
+             f"(`{result['preprocessing'][result['old_model']]}`; `{result['preprocessing'][result['new_model']]}`). "
              "Maps fitted on celeba-299 only (nothing chosen on LFW). LFW view 2: "
              f"{result['pairs']} pairs, 10 folds, squared L2 of unit vectors; identification: old-model gallery, "
              "new-model probes (same-model rows: one model throughout).", "",
@@ -257,9 +267,13 @@ def markdown(result: dict) -> str:
     for e in result["maps"]:
         v, params = e.get("validation", {}), e.get("params", {})
         head = f" + head {e['target']['dim']}->{e['space_dim']}" if e["kind"] == "harmonic" else ""
-        shown = {k: x for k, x in params.items() if k in ("strength", "pca_dim", "steps_kept", "lr", "p", "k")}
+        shown = {k: x for k, x in params.items() if k in ("strength", "pca_dim", "steps_kept", "lr", "p", "k",
+                                                           "ridge_strength", "hidden", "epochs")}
+        fitted = e.get("fitted_on", {})
+        pairs = f"{fitted.get('pairs', fitted.get('images'))} pairs ({fitted.get('images')} images"
+        pairs += f" + views {', '.join(fitted['augmented_views'])})" if fitted.get("augmented_views") else ")"
         lines.append(f"- `{e['name']}` ({e['kind']}, {e['source']['dim']}->{e['space_dim']}{head}): held-out "
-                     f"cross accuracy {_pct(v.get('rank_score', float('nan')))}; {json.dumps(shown)}")
+                     f"cross accuracy {_pct(v.get('rank_score', float('nan')))}; {pairs}; {json.dumps(shown)}")
     s = result["summary"]
     lines += ["", f"Best cross setting (verification, mean of both orders): {s['best_cross_verification']}; beats "
               f"old/old: {s['beats_old_old_verification']}. Best cross setting (DIR): {s['best_cross_identification']};"

@@ -67,6 +67,33 @@ def test_fitted_map_brings_same_image_closest(celeba, kind, source, target):
     assert compat.source_dim == celeba[source].shape[1] and compat.meta["fitted_on"]["images"] == int(train.sum())
 
 
+def test_mlp_map_brings_same_image_closest_and_round_trips(celeba, tmp_path):
+    import torch
+
+    from facespace.compat import gelu_tanh
+    from facespace_train.compat_mlp import MlpConfig, fit_mlp_arrays
+
+    labels = celeba["labels"]
+    train = np.isin(labels, np.unique(labels)[:20])
+    arrays, params = fit_mlp_arrays(celeba["old"][train], celeba["new"][train], labels[train],
+                                    MlpConfig(hidden=64, epochs=5))
+    compat = CompatMap(name=f"{OLD}-to-{NEW}-mlp", kind="mlp", source=OLD, target=NEW,
+                       source_preprocessing=celeba["old_pre"], target_preprocessing=celeba["new_pre"], **arrays)
+    mapped, native = compat.apply(celeba["old"][~train]), compat.apply_target(celeba["new"][~train])
+    cos, y = mapped @ native.T, labels[~train]
+    assert np.diag(cos).mean() > cos[y[:, None] != y[None, :]].mean() + 0.3
+    assert compat.space_id == celeba["new_pre"]  # into the new model's own space: migrations may use it
+    x = np.linspace(-4, 4, 101, dtype=np.float32)  # numpy's GELU is the one torch trained with
+    np.testing.assert_allclose(gelu_tanh(x), torch.nn.GELU(approximate="tanh")(torch.as_tensor(x)).numpy(), atol=1e-6)
+    save_map(compat, tmp_path)
+    np.testing.assert_array_equal(load_map(compat.name, tmp_path).apply(celeba["old"][:5]), compat.apply(celeba["old"][:5]))
+    with pytest.raises(ModelMismatchError):
+        compat.apply(celeba["new"][:3])
+    with pytest.raises(CompatMapError, match="hidden"):
+        CompatMap(name="x", kind="mlp", source=OLD, target=NEW, source_preprocessing="", target_preprocessing="",
+                  weight=arrays["weight"], bias=arrays["bias"])
+
+
 def test_ridge_strength_chosen_on_held_out_identities(celeba):
     folds = identity_folds(celeba["labels"], 5)
     for label in np.unique(celeba["labels"]):
@@ -96,7 +123,7 @@ def test_save_and_load_round_trip(celeba, tmp_path):
 
 def test_stored_maps_load_verified_and_match_the_registered_preprocessing(celeba):
     entries = list_maps()
-    assert {e["kind"] for e in entries} == {"ridge", "procrustes", "harmonic"}
+    assert {e["kind"] for e in entries} == {"ridge", "procrustes", "harmonic", "mlp"}
     for entry in entries:
         compat = load_map(entry["name"])
         side_pre = {OLD: celeba["old_pre"], NEW: celeba["new_pre"]}
@@ -140,3 +167,29 @@ def test_int8_round_trip(celeba):
         dequantize_int8(codes.astype(np.int16))
     with pytest.raises(FacespaceError):
         quantize_int8(np.full((1, 4), np.nan))
+
+
+def test_augmented_views_pair_the_same_face(tmp_path):
+    from facespace import FacePipeline
+    from facespace.evaluation import embed_paths
+    from facespace.errors import OptionError
+    from facespace_train.compat_augment import AugmentView, augmented_embeddings, views_named
+
+    paths = sorted((DATA / "celeba-299" / "faces").iterdir())[0].glob("*.jpg")
+    paths = sorted(paths)[:4]
+    pipeline = FacePipeline(model=NEW)
+    plain = embed_paths(pipeline, paths, progress=False).embeddings
+    same = augmented_embeddings(pipeline, paths, AugmentView("none"), cache_root=tmp_path)
+    np.testing.assert_allclose(same, plain, atol=1e-5)  # an unperturbed view is the cached embedding itself
+    mirror = augmented_embeddings(pipeline, paths, AugmentView("mirror", flip=1.0), cache_root=tmp_path)
+    jitter = augmented_embeddings(pipeline, paths, AugmentView("j", flip=0.0, shift=0.05, scale=0.08, seed=1),
+                                  cache_root=tmp_path)
+    for view in (mirror, jitter):
+        cos = np.sum(view * plain, axis=1)
+        assert np.all(cos > 0.7) and np.all(cos < 0.9999)  # the same face, not the same crop
+    assert len(list((tmp_path / "compat-augmented").glob("*.npz"))) == 3
+    np.testing.assert_array_equal(augmented_embeddings(pipeline, paths, AugmentView("mirror", flip=1.0),
+                                                       cache_root=tmp_path), mirror)  # from the cache
+    assert [v.name for v in views_named("mirror,jitter1")] == ["mirror", "jitter1"] and views_named("") == ()
+    with pytest.raises(OptionError, match="jitter9"):
+        views_named("jitter9")

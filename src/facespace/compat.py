@@ -22,6 +22,10 @@ Kinds (:data:`MAP_KINDS`):
 ``harmonic``
     a head on the new model trained with the triplet loss over mixed-version
     batches (``facespace_train.harmonic``); saved here so it is used like the others.
+``mlp``
+    the ridge map plus a residual one-hidden-layer network (tanh-GELU),
+    ``x W + b + gelu(x W1 + b1) W2``, trained on the cosine to the target
+    embeddings (``facespace_train.compat_mlp``); into the target model's own space.
 
 Stored maps live in the map store (:func:`default_compat_dir`, ``$FACESPACE_HOME/compat``): one
 ``<name>.npz`` of arrays per map and ``index.json`` with each map's metadata (models, preprocessing
@@ -52,19 +56,19 @@ from .errors import FacespaceError, ModelMismatchError, check_choice
 from .files import atomic_path, atomic_write_bytes, sha256_of
 
 __all__ = [
-    "MAP_KINDS", "RIDGE_STRENGTHS", "CompatMap", "CompatMapError", "MapKind", "choose_ridge_strength",
+    "MAP_KINDS", "RIDGE_STRENGTHS", "CompatMap", "CompatMapError", "MapKind", "choose_ridge_strength", "gelu_tanh",
     "default_compat_dir", "find_map", "fit_map", "fit_procrustes", "fit_ridge", "identity_folds",
     "list_maps", "load_map", "map_name", "save_map",
 ]
 
-MapKind = Literal["ridge", "procrustes", "harmonic"]
+MapKind = Literal["ridge", "procrustes", "harmonic", "mlp"]
 MAP_KINDS: tuple[str, ...] = get_args(MapKind)
 #: The ridge strengths tried, per fitting image (the penalty is ``strength * n * |W|^2``).
 RIDGE_STRENGTHS: tuple[float, ...] = (0.0, 1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4,
                                       1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0)
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1
-_ARRAYS = ("weight", "bias", "target_weight", "target_bias")
+_ARRAYS = ("weight", "bias", "target_weight", "target_bias", "hidden_weight", "hidden_bias", "out_weight")
 
 
 class CompatMapError(FacespaceError):
@@ -86,6 +90,9 @@ class CompatMap:
     target_weight: np.ndarray | None = None
     target_bias: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    hidden_weight: np.ndarray | None = None  # ``mlp``: the residual network's layers
+    hidden_bias: np.ndarray | None = None
+    out_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.kind, MapKind, "compatibility map kind")
@@ -94,6 +101,13 @@ class CompatMap:
             raise CompatMapError(f"map {self.name}: bias of shape {self.bias.shape}, expected ({dim},)")
         if (self.target_weight is None) != (self.target_bias is None):
             raise CompatMapError(f"map {self.name}: a target weight needs a target bias and back")
+        given = [h is not None for h in (self.hidden_weight, self.hidden_bias, self.out_weight)]
+        if any(given) != all(given) or all(given) != (self.kind == "mlp"):
+            raise CompatMapError(f"map {self.name}: an mlp map, and only one, needs its hidden and output layers")
+        if self.hidden_weight is not None and (self.hidden_weight.shape[0] != self.source_dim
+                                               or self.out_weight.shape != (self.hidden_weight.shape[1], dim)):
+            raise CompatMapError(f"map {self.name}: hidden layers of shapes {self.hidden_weight.shape}, "
+                                 f"{self.out_weight.shape} do not fit {self.source_dim} -> {dim}")
         if self.target_weight is None and self.target_dim != dim:
             raise CompatMapError(f"map {self.name}: maps into {dim}-D but the target model's space is "
                                  f"{self.target_dim}-D and no target head is given")
@@ -130,7 +144,11 @@ class CompatMap:
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Source-model embeddings (N, source_dim) in the common space, as unit float32 rows."""
-        return _affine(vectors, self.weight, self.bias, f"{self.name} (source {self.source})")
+        if self.hidden_weight is None:
+            return _affine(vectors, self.weight, self.bias, f"{self.name} (source {self.source})")
+        x = _checked(vectors, self.source_dim, f"{self.name} (source {self.source})")
+        residual = gelu_tanh(x @ self.hidden_weight + self.hidden_bias) @ self.out_weight
+        return unit_rows(x @ self.weight + self.bias + residual).astype(np.float32)
 
     def apply_target(self, vectors: np.ndarray) -> np.ndarray:
         """Target-model embeddings in the common space (unit rows); re-normalised only when the
@@ -155,19 +173,30 @@ class CompatMap:
         return self.apply(vectors) if side == "source" else self.apply_target(vectors)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        values = (self.weight, self.bias, self.target_weight, self.target_bias)
+        values = (self.weight, self.bias, self.target_weight, self.target_bias, self.hidden_weight,
+                  self.hidden_bias, self.out_weight)
         return {k: np.asarray(v, np.float32) for k, v in zip(_ARRAYS, values) if v is not None}
+
+
+def _checked(vectors: np.ndarray, want: int, what: str) -> np.ndarray:
+    """(N, want) float32 rows; a wrong width (another model's embeddings) fails loudly."""
+    x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if x.shape[1] != want:
+        raise ModelMismatchError(f"{what} takes {want}-D embeddings, got {x.shape[1]}-D")
+    return x
 
 
 def _affine(vectors: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, what: str,
             dim: int | None = None) -> np.ndarray:
     """``unit(x @ weight + bias)`` with the input width checked (a wrong model fails loudly)."""
-    x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    want = weight.shape[0] if weight is not None else dim
-    if x.shape[1] != want:
-        raise ModelMismatchError(f"{what} takes {want}-D embeddings, got {x.shape[1]}-D")
+    x = _checked(vectors, weight.shape[0] if weight is not None else dim, what)
     y = x if weight is None else x @ weight + bias
     return unit_rows(y).astype(np.float32)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU in its tanh form (torch's ``GELU(approximate="tanh")``, what ``mlp`` maps are trained with)."""
+    return 0.5 * x * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x ** 3)))
 
 
 # -- fitting ------------------------------------------------------------------------------------
@@ -276,7 +305,7 @@ def fit_map(kind: str, source: np.ndarray, target: np.ndarray, *, source_model: 
     else:
         weight, bias = fit_procrustes(source, target)
         params = {"pca_dim": int(min(source.shape[1], target.shape[1]))}
-    meta = {"params": params, "fitted_on": dict(fitted_on or {}, images=int(len(source)))}
+    meta = {"params": params, "fitted_on": {"images": int(len(source)), **(fitted_on or {}), "pairs": int(len(source))}}
     return CompatMap(name=map_name(source_model, target_model, kind), kind=kind, source=source_model,
                      target=target_model, source_preprocessing=source_preprocessing,
                      target_preprocessing=target_preprocessing, weight=weight, bias=bias, meta=meta)
@@ -377,8 +406,13 @@ def find_map(source_model: str, target_model: str, *, kind: str | None = None,
             and source_preprocessing in (None, e["source"]["preprocessing_id"])
             and target_preprocessing in (None, e["target"]["preprocessing_id"])]
     if not fits:
+        other_crops = sorted({f"[{e['source']['preprocessing_id']}] -> [{e['target']['preprocessing_id']}]"
+                              for e in list_maps(folder) if e["source"]["model"] == source_model
+                              and e["target"]["model"] == target_model})
         raise CompatMapError(f"no compatibility map from {source_model} to {target_model}"
                              + (f" of kind {kind}" if kind else "") + f" is stored in {folder or default_compat_dir()}"
-                             " (fit them on photos of your own with `facespace fit-maps DIR`)")
+                             + (f" for [{source_preprocessing or '*'}] -> [{target_preprocessing or '*'}]; the stored "
+                                f"ones were fitted for {'; '.join(other_crops)}" if other_crops else "")
+                             + " (fit them on photos of your own with `facespace fit-maps DIR`)")
     best = max(fits, key=lambda e: (e.get("validation", {}).get("rank_score", float("-inf")), e["name"]))
     return load_map(best["name"], folder)

@@ -14,12 +14,18 @@ that record how a vector was encoded.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 from .comparison import unit_rows
 from .errors import FacespaceError
 
-__all__ = ["INT8_CODES", "dequantize_int8", "quantize_int8"]
+__all__ = ["INT8_CODES", "QUANTIZATIONS", "Quantization", "dequantize_int8", "quantize_int8"]
+
+#: What may be stored instead of float32 embeddings (``embed --quantize``, ``gallery enroll --quantize``).
+Quantization = Literal["int8"]
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 
 #: The name of this encoding (bump when its meaning changes).
 INT8_CODES = "int8-symmetric-per-vector-v1"

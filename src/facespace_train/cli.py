@@ -106,15 +106,20 @@ def register_fit_maps(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("faces", metavar="DIR", help="photos, one folder per identity (never your test set)")
     parser.add_argument("--identities", type=int, default=None, help="use only the first N identity folders")
     parser.add_argument("--out", metavar="FOLDER", default=None, help="map store to write (default: the store)")
+    parser.add_argument("--views", default="", metavar="NAMES",
+                        help="augmented views added as fitting pairs, comma-separated (mirror, jitter1, jitter2, "
+                             "jitter3: facespace_train.compat_augment; default none)")
     parser.set_defaults(handler=run_fit_maps)
 
 
 def run_fit_maps(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .compat_augment import views_named
     from .compat_fit import fit_all
 
+    views = views_named(args.views)
     if not Path(args.faces).is_dir():
         raise FacespaceError(f"{args.faces}: not a folder of identity folders")
-    print(json.dumps({"maps": fit_all(args.faces, args.identities, args.out)}))
+    print(json.dumps({"maps": fit_all(args.faces, args.identities, args.out, views=views)}))
     return 0

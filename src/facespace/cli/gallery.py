@@ -19,7 +19,8 @@ import sys
 from typing import TYPE_CHECKING, get_args
 
 from ..errors import OptionError
-from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_from_args
+from ..quantized import QUANTIZATIONS
+from .common import add_group, add_pipeline_options, add_quiet_option, pipeline_from_args, pipeline_options
 
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     enroll.add_argument("--name", help="identity name for the IMG arguments")
     enroll.add_argument("--replace", action="store_true", help="drop an identity's old embeddings first")
     enroll.add_argument("--json", action="store_true", help="print a JSON report")
+    enroll.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                        help="a new gallery stores int8 codes (1 byte a value: 128 bytes a face for the 128-D "
+                             "model; facespace.quantized); an existing gallery keeps its own encoding")
     add_quiet_option(enroll)
     add_pipeline_options(enroll)
 
@@ -95,12 +99,12 @@ def _add_action(actions: argparse._SubParsersAction, name: str, handler, help: s
 GALLERY_HELP = "gallery: a SQLite file or a postgresql:// URL"
 
 
-def open_gallery(location: str, mode: "GalleryMode" = "read") -> "GalleryBackend":
+def open_gallery(location: str, mode: "GalleryMode" = "read", **options) -> "GalleryBackend":
     """The gallery at ``location`` (a file or a URL), opened as ``mode`` says (default read-only: it
-    stays as it is)."""
+    stays as it is); ``options`` go to the backend (``encoding=``)."""
     from ..gallery.backend import open_gallery as open_backend
 
-    return open_backend(location, mode=mode)
+    return open_backend(location, mode=mode, **options)
 
 
 def pipeline_for_gallery(args: argparse.Namespace, gallery):
@@ -123,7 +127,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     if args.images and not args.name:
         print("facespace: error: --name is required when enrolling images", file=sys.stderr)
         return 2
-    with open_gallery(args.gallery, mode="create") as gallery:
+    with open_gallery(args.gallery, mode="create", encoding=args.quantize) as gallery:
         pipeline = pipeline_for_gallery(args, gallery)
         gallery.check_pipeline(pipeline)
         if args.tree:
@@ -156,10 +160,10 @@ def run_list(args: argparse.Namespace) -> int:
         infos = gallery.identities()
         if args.json:
             print(json.dumps({"gallery": args.gallery, "model": gallery.model,
-                              "preprocessing_id": gallery.preprocessing_id,
+                              "preprocessing_id": gallery.preprocessing_id, "encoding": gallery.encoding,
                               "identities": [i.to_dict() for i in infos]}, indent=2))
             return 0
-        print(f"# {len(infos)} identities, model {gallery.model or '-'}")
+        print(f"# {len(infos)} identities, model {gallery.model or '-'}, {gallery.encoding} vectors")
         for info in infos:
             print(f"{info.name}\t{info.embeddings}")
     return 0
@@ -203,8 +207,14 @@ def run_migrate(args: argparse.Namespace) -> int:
     from ..gallery.migrate import migrate_gallery
 
     compat_map = load_map(args.map) if args.map else None
-    pipeline = pipeline_from_args(args, model=args.target) if args.re_embed else None
-    result = migrate_gallery(args.gallery, args.out, args.target, compat_map=compat_map, pipeline=pipeline)
+    from ..pipeline import FacePipeline
+
+    # what will search the new gallery: its preprocessing id chooses the map (no weights needed to map)
+    pipeline = pipeline_from_args(args, model=args.target) if args.re_embed else \
+        FacePipeline(**pipeline_options(args, model=args.target))
+    result = migrate_gallery(args.gallery, args.out, args.target, compat_map=compat_map,
+                             pipeline=pipeline if args.re_embed else None,
+                             target_preprocessing=pipeline.preprocessing_id)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -13,12 +13,9 @@ import numpy as np
 from ..errors import FacespaceError
 from ..files import atomic_write_bytes
 from ..imageio import describe
-from ..quantized import INT8_CODES, quantize_int8
+from ..quantized import INT8_CODES, QUANTIZATIONS, quantize_int8
 from .common import (_positive_int, add_pipeline_options, add_quiet_option, check_output, output_file,
                      pipeline_from_args, pipeline_options, threshold_type)
-
-#: What ``embed --quantize`` may store instead of float32 embeddings.
-QUANTIZATIONS: tuple[str, ...] = ("int8",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

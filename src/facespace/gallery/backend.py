@@ -29,6 +29,8 @@ from .enrol import enroll_tree as _enroll_tree
 from .export import ExportRow, read_export, write_export
 from .records import (
     EmbeddingBatch,
+    VectorEncoding,
+    encoding_of,
     EnrolResult,
     GalleryError,
     GalleryMatrix,
@@ -92,6 +94,9 @@ class GalleryBackend(Protocol):
     @property
     def dim(self) -> int | None: ...
     @property
+    def encoding(self) -> "VectorEncoding":
+        """How the vectors are stored (``float32`` or ``int8`` codes); reads always give float32 unit rows."""
+    @property
     def generation(self) -> int:
         """A counter every committed change moves on: a cached search structure is stale when it differs."""
 
@@ -139,6 +144,7 @@ class GalleryBase:
     """The behaviour both backends share, written on their primitives."""
 
     mode: GalleryMode
+    _requested_encoding: "VectorEncoding | None" = None  # what a new gallery is to store (None: float32)
 
     # -- primitives a backend supplies ------------------------------------------------
     location: str
@@ -186,6 +192,22 @@ class GalleryBase:
     def dim(self) -> int | None:
         value = self._meta("dim")
         return None if value is None else int(value)
+
+    @property
+    def encoding(self) -> VectorEncoding:
+        """How the vectors are stored: recorded by the first enrolment (none recorded in a gallery that
+        holds embeddings: float32, from before int8); an empty gallery's is the one it was opened for."""
+        recorded = self._meta("encoding")
+        if recorded is None and self.model is None:
+            return self._requested_encoding or "float32"
+        return encoding_of(recorded)
+
+    def _check_encoding_request(self) -> None:
+        """Refuse to open a gallery for another encoding than the one its embeddings are stored in."""
+        if self._requested_encoding is not None and self.model is not None \
+                and self.encoding != self._requested_encoding:
+            raise GalleryError(f"{self.location} stores {self.encoding} vectors, not {self._requested_encoding}; "
+                               "an encoding is chosen when a gallery is created (enrol into a new gallery to change it)")
 
     @property
     def generation(self) -> int:
@@ -260,7 +282,7 @@ class GalleryBase:
         content hash; returns identities written. An earlier file at ``path`` stays as it was unless
         the new one is complete."""
         return write_export(path, self._export_rows(), version=SCHEMA_VERSION, model=self.model,
-                            preprocessing_id=self.preprocessing_id, dim=self.dim)
+                            preprocessing_id=self.preprocessing_id, dim=self.dim, encoding=self.encoding)
 
     def import_(self, path: "str | os.PathLike[str]", on_conflict: OnConflict = "merge") -> int:
         """Add the identities of an export file in one transaction; returns identities imported
@@ -281,6 +303,9 @@ class GalleryBase:
         loaded = source if isinstance(source, ImportFile) else read_import(source)
         if loaded.header.get("model") is None:
             return ImportResult(0, 0, 0)
+        if loaded.header["encoding"] != self.encoding:  # int8 codes are not float rows, nor the reverse
+            raise GalleryError(f"{loaded.path} holds {loaded.header['encoding']} embeddings but {self.location} "
+                               f"stores {self.encoding}; import it into a gallery created with that encoding")
         identities = added = duplicates = 0
         with self.transaction() as cur:
             for name, batch in loaded.people.items():

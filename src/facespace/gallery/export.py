@@ -34,12 +34,12 @@ from ..embeddings_io import is_embedding_dataset, read_embeddings
 from ..errors import FacespaceError
 from ..face_choice import choose_index
 from ..files import atomic_path
-from .records import GalleryError, vector_hash
+from .records import ENCODING_IDS, GalleryError, encoding_of, vector_hash
 
 __all__ = ["EXPORT_FORMAT", "ExportRow", "ExportedPerson", "write_export", "read_export"]
 
 EXPORT_FORMAT = "facespace-gallery"
-_HEADER_KEYS = ("format", "version", "model", "preprocessing_id", "dim")
+_HEADER_KEYS = ("format", "version", "model", "preprocessing_id", "dim", "encoding")
 
 #: One embedding as the gallery stores it: (identity name, identity created, little-endian float32
 #: vector bytes, source, embedding created, content hash or None: that of the vector).
@@ -62,9 +62,11 @@ class ExportedPerson(NamedTuple):
 
 
 def write_export(path: str | os.PathLike, rows: Sequence[ExportRow], *, version: int, model: str | None,
-                 preprocessing_id: str | None, dim: int | None) -> int:
+                 preprocessing_id: str | None, dim: int | None, encoding: str = "float32") -> int:
     """Write ``rows`` (grouped by identity) to ``path``, by its suffix; returns identities written.
 
+    ``encoding`` records how the gallery stored the vectors (``int8``: the float32 rows written are its
+    codes re-normalised), so an import never mixes them with float rows silently.
     The file appears complete or not at all (:func:`facespace.files.atomic_path`; missing
     folders are made). A write that fails (no permission, a full disk, a file where a folder
     should be) raises :class:`GalleryError` and leaves an earlier file at ``path`` as it was.
@@ -77,7 +79,7 @@ def write_export(path: str | os.PathLike, rows: Sequence[ExportRow], *, version:
     if path.is_dir():
         raise GalleryError(f"{path}: is a folder; give the export file's name")
     header = {"format": EXPORT_FORMAT, "version": version, "model": model,
-              "preprocessing_id": preprocessing_id, "dim": dim}
+              "preprocessing_id": preprocessing_id, "dim": dim, "encoding": ENCODING_IDS[encoding]}
     keyed = [(*row[:5], row[5] or vector_hash(row[2])) for row in rows]
     try:
         with atomic_path(path) as tmp:
@@ -152,6 +154,7 @@ def _checked_header(header: object) -> dict:
         raise ValueError("the header's model and preprocessing_id must be text")
     if header["dim"] is not None and not (isinstance(header["dim"], int) and header["dim"] > 0):
         raise ValueError(f"the header's dim {header['dim']!r} is not a positive whole number")
+    header["encoding"] = encoding_of(header["encoding"])  # absent: float32; unknown: refused
     return header
 
 

@@ -6,7 +6,10 @@ into the new model's own space, or, given a pipeline of the new model and where
 all of an identity's recorded ``source`` photos are still readable files, by
 embedding those photos again (the better result). Identities that cannot be
 re-embedded fall back to the map. Content keys are kept, so the new gallery
-stays idempotent for the same photos.
+stays idempotent for the same photos, and so is the encoding (an int8 gallery migrates into an
+int8 gallery). The new gallery records the model and the preprocessing its vectors now have: the
+map's target preprocessing, which must be the one the new model's pipeline uses
+(``target_preprocessing``), so a map fitted for another crop is refused rather than recorded.
 
 Either gallery may be a file or a PostgreSQL URL (:func:`.backend.open_gallery`). A new file
 gallery is built under a temporary name beside its final one and renamed when complete
@@ -34,6 +37,7 @@ from .records import GalleryError, printable_url
 
 if TYPE_CHECKING:
     from ..compat import CompatMap
+    from .records import VectorEncoding
     from ..pipeline import FacePipeline
 
 __all__ = ["MigrationResult", "default_migration_path", "migrate_gallery"]
@@ -70,16 +74,17 @@ def default_migration_path(old_path: str | os.PathLike, target_model: str) -> Pa
     return old.with_name(f"{old.stem}.{target_model}{old.suffix or '.db'}")
 
 
-def _choose_map(old: GalleryBackend, target_model: str, compat_map: "CompatMap | None",
-                needed: bool) -> "CompatMap | None":
-    """The given map (checked), else the best stored one into plain ``target_model`` space; None
-    only when none is stored and ``needed`` is false (every identity will be re-embedded)."""
+def _choose_map(old: GalleryBackend, target_model: str, compat_map: "CompatMap | None", needed: bool,
+                target_preprocessing: str | None) -> "CompatMap | None":
+    """The given map (checked), else the best stored one into plain ``target_model`` space made with
+    ``target_preprocessing`` (when given: the crop the new model's embeddings are made with today);
+    None only when none is stored and ``needed`` is false (every identity will be re-embedded)."""
     from ..compat import CompatMapError, find_map
 
     if compat_map is None:
         try:
             compat_map = find_map(old.model, target_model, source_preprocessing=old.preprocessing_id,
-                                  target_space_only=True)
+                                  target_preprocessing=target_preprocessing, target_space_only=True)
         except CompatMapError:
             if needed:
                 raise
@@ -88,7 +93,12 @@ def _choose_map(old: GalleryBackend, target_model: str, compat_map: "CompatMap |
     if compat_map.target != target_model or compat_map.space_id != compat_map.target_preprocessing:
         raise GalleryError(f"map {compat_map.name} does not lead into plain {target_model} embeddings "
                            f"(it goes to {compat_map.target}, space {compat_map.space_id}); "
-                           "a migrated gallery needs a ridge or procrustes map")
+                           "a migrated gallery needs a map without a target head (ridge, procrustes or mlp)")
+    if target_preprocessing is not None and compat_map.target_preprocessing != target_preprocessing:
+        raise GalleryError(f"map {compat_map.name} was fitted on {target_model} embeddings made with "
+                           f"[{compat_map.target_preprocessing}], but {target_model} embeds with "
+                           f"[{target_preprocessing}] now; the migrated gallery would not match its probes. "
+                           "Fit the maps again for today's crops (facespace fit-maps DIR)")
     return compat_map
 
 
@@ -119,15 +129,20 @@ def _readable(sources: list) -> bool:
 
 
 def migrate_gallery(old_path: str | os.PathLike, new_path: str | os.PathLike | None, target_model: str,
-                    compat_map: "CompatMap | None" = None,
-                    pipeline: "FacePipeline | None" = None) -> MigrationResult:
+                    compat_map: "CompatMap | None" = None, pipeline: "FacePipeline | None" = None,
+                    target_preprocessing: str | None = None) -> MigrationResult:
     """Write a new gallery of ``target_model`` at ``new_path`` (default :func:`default_migration_path`)
     from the gallery at ``old_path``, which is opened read-only and never changed.
 
     ``pipeline`` (of ``target_model``): re-embed identities whose photos are all readable; the rest,
     and all identities without a pipeline, go through ``compat_map`` (default: the best stored map
-    into plain ``target_model`` space). An existing ``new_path`` is refused.
+    into plain ``target_model`` space). ``target_preprocessing``: the preprocessing id the new
+    gallery's probes will have (default: the pipeline's); a map fitted for another crop is refused,
+    so a migrated gallery always matches the pipeline that will search it. An existing ``new_path``
+    is refused.
     """
+    if target_preprocessing is None and pipeline is not None:
+        target_preprocessing = pipeline.preprocessing_id
     if new_path is None:
         new_path = default_migration_path(old_path, target_model)
     elif not is_postgres_url(new_path):
@@ -138,13 +153,14 @@ def migrate_gallery(old_path: str | os.PathLike, new_path: str | os.PathLike | N
         names = [info.name for info in old.identities()]
         batches = {name: old.embedding_rows(name) for name in names}
         needs_map = pipeline is None or not all(_readable(b.sources) for b in batches.values())
-        chosen = _choose_map(old, target_model, compat_map, needs_map)
+        chosen = _choose_map(old, target_model, compat_map, needs_map, target_preprocessing)
+        encoding = old.encoding  # an int8 gallery stays one
     if pipeline is not None and chosen is not None and pipeline.preprocessing_id != chosen.space_id:
         raise GalleryError(f"the pipeline's preprocessing [{pipeline.preprocessing_id}] differs from the map's "
                            f"[{chosen.space_id}]; use the model's default crop to mix both in one gallery")
     preprocessing_id = chosen.space_id if chosen is not None else pipeline.preprocessing_id
     counts = {"embeddings": 0, "mapped": 0, "re_embedded": 0, "skipped": 0}
-    with _new_gallery(new_path) as new:
+    with _new_gallery(new_path, encoding) as new:
         for name, batch in batches.items():
             _copy_identity(new, name, batch, chosen, pipeline, target_model, counts)
     shown = new_path if isinstance(new_path, Path) else printable_url(new_path)
@@ -154,14 +170,14 @@ def migrate_gallery(old_path: str | os.PathLike, new_path: str | os.PathLike | N
 
 
 @contextmanager
-def _new_gallery(location: "str | Path") -> Iterator[GalleryBackend]:
+def _new_gallery(location: "str | Path", encoding: "VectorEncoding") -> Iterator[GalleryBackend]:
     """The new gallery: a file under a temporary name until complete, or a new PostgreSQL gallery."""
     if is_postgres_url(location):
-        with open_gallery(str(location), mode="create") as new:
+        with open_gallery(str(location), mode="create", encoding=encoding) as new:
             yield new
         return
     with atomic_path(Path(location)) as tmp:
-        with open_gallery(tmp, mode="create") as new:
+        with open_gallery(tmp, mode="create", encoding=encoding) as new:
             yield new
 
 

@@ -52,6 +52,7 @@ from .records import (
     IdentityInfo,
     Stored,
     UnknownIdentityError,
+    VectorEncoding,
     check_name,
     printable_url,
 )
@@ -105,11 +106,15 @@ class PgGallery(GalleryBase):
 
     ``url``: a ``postgresql://`` URL; ``mode`` as for :class:`~.store.Gallery` (``create`` makes the
     tables where there are none, ``write`` needs them, ``read`` opens a read-only session);
-    ``index_min``: embeddings from which the HNSW index is built and used (:data:`PG_INDEX_MIN`).
+    ``index_min``: embeddings from which the HNSW index is built and used (:data:`PG_INDEX_MIN`);
+    ``encoding``: only ``"float32"`` (pgvector's ``vector``); int8 galleries are SQLite files.
     """
 
     def __init__(self, url: str, mode: GalleryMode = "create", *, index_min: int = PG_INDEX_MIN,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, encoding: VectorEncoding | None = None) -> None:
+        if encoding not in (None, "float32"):
+            raise GalleryError(f"a PostgreSQL gallery stores float32 vectors (pgvector), not {encoding!r}; "
+                               "int8 galleries are SQLite files")
         psycopg, self._register_vector = _driver()
         self.url, self.index_min, self._timeout = url, int(index_min), max(1, int(connect_timeout))
         self.mode: GalleryMode = check_choice(mode, GalleryMode, "gallery mode")

@@ -10,16 +10,26 @@ import hashlib
 import time
 from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence, get_args
 
 import numpy as np
 
 from ..comparison import unit_rows
 from ..errors import FacespaceError
+from ..quantized import INT8_CODES, dequantize_int8, quantize_int8
 
 __all__ = ["GalleryError", "GalleryUnavailableError", "UnknownIdentityError", "IdentityExistsError", "IdentityInfo", "EnrolResult",
            "Stored", "ImportResult", "GalleryMatrix", "EmbeddingBatch", "check_name", "as_unit_rows",
-           "content_hash", "vector_hash", "printable_url"]
+           "content_hash", "vector_hash", "printable_url", "VectorEncoding", "VECTOR_ENCODINGS", "ENCODING_IDS",
+           "encoding_of", "encode_vectors", "decode_vectors", "bytes_per_value"]
+
+#: How a gallery stores its vectors: ``float32`` (4 bytes a value) or ``int8`` codes
+#: (:mod:`facespace.quantized`: one byte a value, 128 bytes a face for the 128-D model).
+VectorEncoding = Literal["float32", "int8"]
+VECTOR_ENCODINGS: tuple[str, ...] = get_args(VectorEncoding)
+#: The ``encoding`` meta value recorded for each (what a stored row means; the int8 one names its scheme).
+ENCODING_IDS: dict[str, str] = {"float32": "float32", "int8": INT8_CODES}
+_BYTES_PER_VALUE = {"float32": 4, "int8": 1}
 
 
 class GalleryError(FacespaceError):
@@ -137,12 +147,41 @@ class EmbeddingBatch:
         keys = [h if h else vector_hash(v) for h, v in zip(hashes, vectors)]
         return cls(vectors, sources, keys, created)
 
-    def rows(self, identity: int, now: float) -> list[tuple]:
-        """``(identity_id, vector, dim, source, created, content_hash)`` for the embeddings table."""
+    def rows(self, identity: int, now: float, encoding: VectorEncoding = "float32") -> list[tuple]:
+        """``(identity_id, vector, dim, source, created, content_hash)`` for the embeddings table, the
+        vector bytes in ``encoding``."""
         stamps = self.created if self.created is not None else [now] * len(self.vectors)
         dim = self.vectors.shape[1]
-        return [(identity, v.astype("<f4").tobytes(), dim, s, t, h)
-                for v, s, t, h in zip(self.vectors, self.sources, stamps, self.hashes)]
+        return [(identity, v, dim, s, t, h)
+                for v, s, t, h in zip(encode_vectors(self.vectors, encoding), self.sources, stamps, self.hashes)]
+
+
+def encoding_of(recorded: str | None) -> VectorEncoding:
+    """The encoding a gallery's ``encoding`` meta value names (None: a gallery from before int8, float32)."""
+    for name, value in ENCODING_IDS.items():
+        if recorded in (None, value) and (recorded is not None or name == "float32"):
+            return name  # type: ignore[return-value]
+    raise GalleryError(f"the gallery stores vectors as {recorded!r}, which this facespace cannot read; upgrade it")
+
+
+def bytes_per_value(encoding: VectorEncoding) -> int:
+    return _BYTES_PER_VALUE[encoding]
+
+
+def encode_vectors(vectors: np.ndarray, encoding: VectorEncoding) -> list[bytes]:
+    """Each unit row as stored: little-endian float32, or int8 codes."""
+    if encoding == "int8":
+        return [row.tobytes() for row in quantize_int8(vectors)]
+    return [row.astype("<f4").tobytes() for row in np.atleast_2d(vectors)]
+
+
+def decode_vectors(blobs: Sequence[bytes], dim: int, encoding: VectorEncoding) -> np.ndarray:
+    """(N, dim) float32 unit rows from stored vector bytes (int8 codes re-normalised)."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    if encoding == "int8":
+        return dequantize_int8(np.frombuffer(b"".join(blobs), np.int8).reshape(len(blobs), dim))
+    return np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), dim).astype(np.float32)
 
 
 def content_hash(data: bytes) -> str:

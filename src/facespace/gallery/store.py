@@ -4,13 +4,15 @@ Tables (schema version 3, see :mod:`.schema`):
 
 ``identities``  (id, name UNIQUE, created)
 ``embeddings``  (id, identity_id -> identities.id ON DELETE CASCADE, vector BLOB of
-                float32, dim, source, created, content_hash; UNIQUE (identity_id, content_hash))
+                float32 or int8 codes (the gallery's ``encoding``), dim, source, created, content_hash;
+                UNIQUE (identity_id, content_hash))
 ``thumbnails``  (identity_id PRIMARY KEY -> identities.id ON DELETE CASCADE, jpeg, created):
                 one small face crop per identity for people to look at; a rename keeps it,
                 a removal takes it along
 ``meta``        (key, value): the ``model`` and ``preprocessing_id`` every
                 embedding was made with (set by the first enrolment), their
-                ``dim``, the schema version and a ``generation`` counter that
+                ``dim``, their ``encoding`` (``float32``, or int8 codes for a gallery created
+                with ``encoding="int8"``: 1 byte a value; absent in older galleries: float32), the schema version and a ``generation`` counter that
                 changes with every write (so a search index knows it is stale).
 
 An embedding is keyed by its identity and a content hash: the sha256 of the
@@ -57,6 +59,7 @@ from .backend import GalleryBase, ImportFile, OnConflict, check_stored_model, re
 from .enrol import folder_tree
 from .export import EXPORT_FORMAT
 from .records import (
+    ENCODING_IDS,
     EmbeddingBatch,
     EnrolResult,
     GalleryError,
@@ -66,7 +69,10 @@ from .records import (
     ImportResult,
     Stored,
     UnknownIdentityError,
+    VectorEncoding,
+    bytes_per_value,
     check_name,
+    decode_vectors,
 )
 from .schema import GALLERY_MODES, SCHEMA_VERSION, GalleryMode, open_database, write_transaction
 
@@ -82,18 +88,27 @@ class Gallery(GalleryBase):
     gallery for writing; ``"read"`` opens one read-only and changes nothing in the file.
     An existing file that is not a facespace gallery (empty, not SQLite, another
     program's database) is refused with :class:`GalleryError` and left as it was.
-    ``create=False`` is the older spelling of ``mode="write"``.
+    ``create=False`` is the older spelling of ``mode="write"``. ``encoding`` (``"float32"`` or
+    ``"int8"``, :data:`~.records.VectorEncoding`): how a new gallery stores its vectors (fixed by the
+    first enrolment; an existing gallery of another encoding is refused).
     """
 
     def __init__(self, path: str | os.PathLike, mode: GalleryMode = "create", timeout: float = 30.0, *,
-                 create: bool | None = None) -> None:
+                 create: bool | None = None, encoding: VectorEncoding | None = None) -> None:
         if isinstance(mode, bool):  # Gallery(path, False): the older positional ``create``
             mode, create = "create", mode
         if create is not None:
             mode = "create" if create else "write"
         self.path = Path(path)
         self.mode: GalleryMode = check_choice(mode, GalleryMode, "gallery mode")
+        self._requested_encoding = None if encoding is None else check_choice(encoding, VectorEncoding,
+                                                                              "vector encoding")
         self._conn, self._schema = open_database(self.path, self.mode, timeout)
+        try:
+            self._check_encoding_request()
+        except GalleryError:
+            self._conn.close()
+            raise
 
     # -- plumbing ------------------------------------------------------------
     def close(self) -> None:
@@ -131,9 +146,11 @@ class Gallery(GalleryBase):
              replace: bool) -> Stored:
         dim = batch.vectors.shape[1]
         _check_compatible(cur, self.path, model, preprocessing_id, dim)
+        encoding = self.encoding
         if cur.execute("SELECT 1 FROM meta WHERE key='model'").fetchone() is None:
             cur.executemany("INSERT INTO meta VALUES (?, ?)",
-                            [("model", model), ("preprocessing_id", preprocessing_id), ("dim", str(dim))])
+                            [("model", model), ("preprocessing_id", preprocessing_id), ("dim", str(dim)),
+                             ("encoding", ENCODING_IDS[encoding])])
         now = time.time()
         row = cur.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
         if row is None:
@@ -145,7 +162,7 @@ class Gallery(GalleryBase):
                 cur.execute("DELETE FROM embeddings WHERE identity_id=?", (identity,))
         # A row whose exact vector the identity already holds is a duplicate too: rows migrated from
         # schema 1 are keyed by their vectors, a re-enrolment of the same photo by the file's hash.
-        rows = [r for r in batch.rows(identity, now)
+        rows = [r for r in batch.rows(identity, now, encoding)
                 if cur.execute("SELECT 1 FROM embeddings WHERE identity_id=? AND vector=?", r[:2]).fetchone() is None]
         cur.executemany("INSERT OR IGNORE INTO embeddings (identity_id, vector, dim, source, created, content_hash) "
                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -179,8 +196,7 @@ class Gallery(GalleryBase):
         info = self.get(name)
         rows = self._conn.execute("SELECT vector, source FROM embeddings WHERE identity_id=? ORDER BY id",
                                   (info.id,)).fetchall()
-        return (np.stack([np.frombuffer(v, dtype="<f4") for v, _ in rows]).astype(np.float32)
-                if rows else np.zeros((0, self.dim or 0), np.float32)), [s for _, s in rows]
+        return self._decode([v for v, _ in rows]), [s for _, s in rows]
 
     def embedding_rows(self, name: str) -> EmbeddingBatch:
         """An identity's embeddings with their sources and content hashes (what a copy needs)."""
@@ -188,7 +204,7 @@ class Gallery(GalleryBase):
         column = "content_hash" if self._schema >= 2 else "NULL"
         rows = self._conn.execute(f"SELECT vector, source, {column} FROM embeddings WHERE identity_id=? "
                                   "ORDER BY id", (info.id,)).fetchall()
-        vectors = np.stack([np.frombuffer(v, dtype="<f4") for v, _, _ in rows]).astype(np.float32)
+        vectors = self._decode([v for v, _, _ in rows])
         return EmbeddingBatch.of(vectors, [s for _, s, _ in rows], [h for _, _, h in rows])
 
     def rename(self, old: str, new: str) -> None:
@@ -255,9 +271,7 @@ class Gallery(GalleryBase):
             if not names or names[-1] != name:
                 names.append(name)
             labels[i] = len(names) - 1
-        dim = self.dim or 0
-        vectors = (np.frombuffer(b"".join(v for _, v in rows), dtype="<f4").reshape(len(rows), -1)
-                   .astype(np.float32) if rows else np.zeros((0, dim), np.float32))
+        vectors = self._decode([v for _, v in rows])
         return GalleryMatrix(names=names, labels=labels, vectors=vectors, generation=generation)
 
     def integrity_check(self) -> list[str]:
@@ -269,10 +283,11 @@ class Gallery(GalleryBase):
         problems += [f"identity {r[0]!r} has no embeddings" for r in empty]
         dim = self.dim
         if dim is not None:
+            encoding = self.encoding
             bad = self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE dim != ? OR length(vector) != ?",
-                                     (dim, 4 * dim)).fetchone()[0]
+                                     (dim, bytes_per_value(encoding) * dim)).fetchone()[0]
             if bad:
-                problems.append(f"{bad} embeddings do not have {dim} float32 values")
+                problems.append(f"{bad} embeddings do not have {dim} {encoding} values")
         if self._schema >= 2:
             unkeyed = self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE content_hash IS NULL").fetchone()[0]
             if unkeyed:
@@ -282,10 +297,17 @@ class Gallery(GalleryBase):
     # -- export / import (file formats: .export; export, import_file: backend.GalleryBase) ----------
     def _export_rows(self) -> list:
         content_hash = "e.content_hash" if self._schema >= 2 else "NULL"  # v1 read-only: hashed on export
-        return self._conn.execute(
+        rows = self._conn.execute(
             f"SELECT i.name, i.created, e.vector, e.source, e.created, {content_hash} FROM embeddings e "
             "JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
         ).fetchall()
+        if self.encoding == "float32":
+            return rows
+        floats = self._decode([r[2] for r in rows]).astype("<f4")  # exports hold float32 rows (and say so)
+        return [(*r[:2], v.tobytes(), *r[3:]) for r, v in zip(rows, floats)]
+
+    def _decode(self, blobs: list[bytes]) -> np.ndarray:
+        return decode_vectors(blobs, self.dim or 0, self.encoding)
 
 
 def _check_compatible(cur, path: Path, model: str, preprocessing_id: str, dim: int | None) -> None:
