@@ -397,6 +397,14 @@ def fallback_check(sets: dict, datas: dict) -> dict:
 #: single-view crop with the best mean over the development columns (:data:`DEV_COLUMNS`);
 #: ``accurate`` is set by :func:`choose_accurate` to the best fused rule by the same mean.
 PRESET_RULES = {"fast": "upright", "balanced": "upright", "accurate": "upright+align+flip & casia-margin+flip x0.3"}
+#: A preset's own detector (the others: MTCNN) and why: chosen by benchmarks/fast_detector.py on development data.
+PRESET_DETECTORS = {"fast": ("blazeface-onet", (
+    "; detector 'blazeface-onet': BlazeFace short range finds the faces, MTCNN's O-Net measures each "
+    'box and its five landmarks again, the relaxed MTCNN pass where it finds none '
+    '(benchmarks/results/fast_detector.md, development data only: detection 3.8 against 13.0 CPU ms '
+    'an LFW image, 2.4x the images per CPU second end to end; 10-fold accuracy against MTCNN: LFW '
+    "pairsDevTrain 99.41/99.00, pairsDevTest 98.80/98.90, Pointing'04 matched 97.47/96.77, frontal-"
+    'vs-turned 97.75/96.77; BlazeFace alone lost a point on turned faces, 95.72)'))}
 #: The single-view crops a default may be: those that frame a face alike at any resolution. The
 #: ``margin`` crop's absolute 32 px margin frames a 40 px video face and a 400 px portrait face very
 #: differently (the Hamilton clip's genuine distances 1.45 against 0.65-0.8 with ``upright``); the
@@ -473,12 +481,14 @@ def write_presets(sets: dict, datas: dict, timing: dict) -> dict:
         cal = calibrate(rule, datas["lfw-dev"], sets)
         backend = "onnx-int8" if name == "fast" else None  # None: the float default runtime of the device
         presets[name] = {"views": preset_views(name), "backend": backend, "threshold": cal["threshold"],
+                         **({"detector": PRESET_DETECTORS[name][0]} if name in PRESET_DETECTORS else {}),
                          "ms_per_face": timing.get(name),
                          "source": f"rule {PRESET_RULES[name]!r} chosen on Pointing'04 + LFW view 1 "
                                    f"(benchmarks/results/robust_dev.md); threshold: best accuracy on LFW "
                                    f"pairsDevTrain.txt ({100 * cal['train_accuracy']:.2f}%), "
                                    f"{100 * cal['test_accuracy']:.2f}% on pairsDevTest.txt"
-                                   + (" (float embeddings; int8 differ by cosine ~0.998)" if name == "fast" else "")}
+                                   + (" (float embeddings; int8 differ by cosine ~0.998)" if name == "fast" else "")
+                                   + (PRESET_DETECTORS[name][1] if name in PRESET_DETECTORS else "")}
     return {"about": "Written by `python benchmarks/robust_dev.py --write-presets` from development data only.",
             "presets": presets}
 

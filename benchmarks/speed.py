@@ -77,9 +77,12 @@ LFW_IMAGES = 500
 LFW_DETECT = 32
 #: "facespace" is the default runtime (ONNX Runtime for MTCNN and the embedding on the CPU);
 #: "facespace-torch" both on torch, the default before issue 13.
-LIBRARIES = ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8", "facespace-unfused",
-             "facenet-pytorch", "face_recognition")
-QUICK_LIBRARIES = ("facespace", "facespace-bf16", "facespace-int8", "facenet-pytorch")
+#: "facespace-fast" is the fast preset end to end: the int8 network, BlazeFace's faces measured again
+#: by MTCNN's O-Net ("blazeface-onet"), the relaxed MTCNN pass where it finds none
+#: (benchmarks/results/fast_detector.md).
+LIBRARIES = ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8", "facespace-fast",
+             "facespace-unfused", "facenet-pytorch", "face_recognition")
+QUICK_LIBRARIES = ("facespace", "facespace-bf16", "facespace-int8", "facespace-fast", "facenet-pytorch")
 #: facespace's embedding backend behind each facespace column.
 BACKEND_OF = {"facespace": None, "facespace-torch": "torch", "facespace-int8": "onnx-int8",
               "facespace-bf16": "torch-bf16"}
@@ -94,6 +97,7 @@ TASKS = {
     "facespace-torch": DETECT + ("embed_b1", "embed_b32", "e2e"),
     "facespace-bf16": ("embed_b1", "embed_b32", "e2e"),
     "facespace-int8": ("embed_b1", "embed_b32", "e2e"),
+    "facespace-fast": ("detect_lfw", "e2e"),
     "facespace-unfused": ("embed_b1", "embed_b32"),
     "facenet-pytorch": DETECT + ("embed_b1", "embed_b32", "e2e"),
     "face_recognition": DETECT + ("embed_b1", "embed_b32", "e2e"),
@@ -285,6 +289,8 @@ def _facespace_functions(library: str, task: str, lfw: list[str]) -> dict:
             with torch.inference_mode():
                 return net(normalise(batch, "prewhiten")).numpy()
         return {"embed": embed}
+    if library == "facespace-fast":
+        return _fast_preset_functions(task, lfw)
     if task.startswith("detect"):
         from facespace.imageio import load_image
 
@@ -305,6 +311,21 @@ def _facespace_functions(library: str, task: str, lfw: list[str]) -> dict:
     def e2e():
         results = pipeline.embed_images(lfw, chunk=16)
         return sum(len(r.faces) for r in results)
+    return {"e2e": e2e}
+
+
+def _fast_preset_functions(task: str, lfw: list[str]) -> dict:
+    """The fast preset's ``detect`` (its detector, with the second pass where nothing was found) or ``e2e``."""
+    from facespace import FacePipeline
+    from facespace.imageio import load_image
+
+    pipeline = FacePipeline(preset="fast")
+    pipeline.detector, pipeline.embedder.network  # load both networks before timing, as the others do
+    if task.startswith("detect"):
+        return {"detect": lambda image: pipeline.detect_arrays([image])[0], "decode": load_image}
+
+    def e2e():
+        return sum(len(r.faces) for r in pipeline.embed_images(lfw, chunk=16))
     return {"e2e": e2e}
 
 
@@ -803,15 +824,18 @@ def _targets(runs: list[dict]) -> list[dict]:
         out.append({"target": target, "measured": "; ".join(parts), "met": bool(met)})
 
     fp = rows.get(("facenet-pytorch", "e2e"))
-    for lib, need in (("facespace", 2.0), ("facespace-bf16", 3.0), ("facespace-int8", 4.5)):
+    for lib, need in (("facespace", 2.0), ("facespace-bf16", 3.0), ("facespace-int8", 4.5), ("facespace-fast", 4.5)):
         r = rows.get((lib, "e2e"))
         if r and fp:
             wall = r["images_per_s"] / fp["images_per_s"]
             cpu = r["images_per_cpu_s"] / fp["images_per_cpu_s"] if "images_per_cpu_s" in fp else None
             add(f"end to end {lib} >= {need}x facenet-pytorch", f"{wall:.2f}", None if cpu is None else f"{cpu:.2f}",
                 (cpu if cpu is not None else wall) >= need, "x")
-    det, int8 = rows.get(("facespace", "detect_lfw")), rows.get(("facespace-int8", "embed_b32"))
-    if det and int8:
+    int8 = rows.get(("facespace-int8", "embed_b32"))
+    for lib, detector in (("facespace", "MTCNN"), ("facespace-fast", "the fast preset's blazeface-onet")):
+        det = rows.get((lib, "detect_lfw"))
+        if not (det and int8):
+            continue
         per_image = det["faces_found"] / det["images"]
         wall = (det["ms_per_image"] + det["decode_ms_per_image"], per_image * 1000 / int8["faces_per_s"])
         cpu = None
@@ -819,7 +843,7 @@ def _targets(runs: list[dict]) -> list[dict]:
             cpu = (det["cpu_ms_per_image"] + det["decode_cpu_ms_per_image"], per_image * 1000 / int8["faces_per_cpu_s"])
         fmt = lambda pair: f"{pair[0]:.1f} ms vs {pair[1]:.1f} ms"  # noqa: E731
         judged = cpu or wall
-        add("decoding + detection per LFW image < int8 embedding of its faces (batch 32)", fmt(wall),
+        add(f"decoding + detection ({detector}) per LFW image < int8 embedding of its faces (batch 32)", fmt(wall),
             None if cpu is None else fmt(cpu), judged[0] < judged[1])
     for lib in LIBRARIES:
         r = rows.get((lib, "embed_b32"))
@@ -858,6 +882,10 @@ NOTES = [
     "facespace-int8: the int8-quantised network through ONNX Runtime (backend='onnx-int8'); on LFW "
     "view 2 it scores 99.37% against 99.40% for float (benchmarks/results/int8.json), its embeddings "
     "differ from float by cosine > 0.99, so max_abs_diff_vs_facespace_torch is large by design.",
+    "facespace-fast: the fast preset (FacePipeline(preset='fast')): the int8 network, detector "
+    "'blazeface-onet' (BlazeFace short range, each face's box and landmarks measured again by MTCNN's O-Net; "
+    "the relaxed MTCNN pass where it finds none), all on ONNX Runtime; its detection row is the pipeline's "
+    "detect_arrays (both passes); the detector chosen on development data (benchmarks/results/fast_detector.md).",
     "facespace-bf16: the torch network with its convolutions and linear layer in bfloat16 "
     "(Embedder(backend='torch-bf16'): torch autocast on the CPU, oneDNN's AVX512-BF16 kernels); accuracy "
     "against float: benchmarks/results/bf16.json.",
@@ -940,7 +968,7 @@ def _ratios(runs: list[dict]) -> dict:
             if a and b:
                 ratios[f"{task} vs {other}"] = (_ratio(b[key], a[key]) if faster == "lower"
                                                 else _ratio(a[key], b[key]))
-    for variant in ("facespace-torch", "facespace-bf16", "facespace-int8"):
+    for variant in ("facespace-torch", "facespace-bf16", "facespace-int8", "facespace-fast"):
         for task, key in (("embed_b1", "faces_per_s"), ("embed_b32", "faces_per_s"), ("e2e", "images_per_s")):
             a, b = rows.get((variant, task)), rows.get(("facenet-pytorch", task))
             if a and b:
@@ -948,7 +976,7 @@ def _ratios(runs: list[dict]) -> dict:
             a, b = rows.get((variant, task)), rows.get(("facespace", task))
             if a and b:
                 ratios[f"{task} {variant} vs facespace (default)"] = _ratio(a[key], b[key])
-    for lib in ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8"):
+    for lib in ("facespace", "facespace-torch", "facespace-bf16", "facespace-int8", "facespace-fast"):
         for task, key in (("embed_b1", "faces_per_cpu_s"), ("embed_b32", "faces_per_cpu_s"), ("e2e", "images_per_cpu_s")):
             a, b = rows.get((lib, task)), rows.get(("facenet-pytorch", task))
             if a and b and key in a and key in b:

@@ -65,6 +65,16 @@ def test_cached_verify_never_imports_torch_and_matches_torch():
     assert text[0] == text[1] and text[0].startswith("same: distance ")
 
 
+def test_cached_fast_preset_never_imports_torch():
+    """The fast preset's BlazeFace and O-Net run on ONNX Runtime too (graphs cached by a first call)."""
+    pair = [str(p) for p in PAIR]
+    warm = _cli("verify", *pair, "--json", "--preset", "fast")
+    assert warm.returncode == 0, warm.stderr
+    fresh = _cli("verify", *pair, "--json", "--preset", "fast")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "TORCH_LOADED False" in fresh.stderr and json.loads(fresh.stdout)["same"] is True
+
+
 def test_default_runtime_on_the_cpu_is_onnx_runtime():
     from facespace import FacePipeline
     from facespace.runtime.onnx_backend import OnnxNetwork

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import cv2
@@ -59,28 +59,42 @@ class DetectorSettings:
     #: Working size in pixels: larger images are detected on a downscaled copy (None: full size).
     max_pixels: int | None = DETECT_PIXELS
     #: The detector: "mtcnn" (all settings above apply), "blazeface" or "blazeface-full" (these
-    #: downscale the whole image to their input as MediaPipe does; the MTCNN settings do not apply).
-    name: DetectorName = "mtcnn"
+    #: downscale the whole image to their input as MediaPipe does; the MTCNN settings do not apply),
+    #: "blazeface-onet" (short range's faces, MTCNN's O-Net boxes and landmarks: its threshold
+    #: ``thresholds[2]`` and the working size apply); None: the pipeline's preset's detector, else
+    #: MTCNN (:meth:`resolved`).
+    name: DetectorName | None = None
 
     def __post_init__(self) -> None:
-        check_choice(self.name, DetectorName, "detector")
+        if self.name is not None:
+            check_choice(self.name, DetectorName, "detector")
+
+    def resolved(self, preset_detector: "DetectorName | None" = None) -> "DetectorSettings":
+        """These settings with the detector named: the one given, else ``preset_detector``, else MTCNN."""
+        if self.name is not None:
+            return self
+        return replace(self, name=preset_detector or "mtcnn")
 
     def build(self, device: str) -> Detector:
         from .detection.mtcnn import MTCNN
 
-        if self.name != "mtcnn":
-            from .detection.blazeface import BlazeFace
-
-            return BlazeFace("full" if self.name == "blazeface-full" else "short", device=device)
         backend = self.backend if self.backend is not None else default_detector_backend(device)
-        return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
-                                factor=self.factor, backend=backend, max_pixels=self.max_pixels)
+        mtcnn = lambda: MTCNN.pretrained(device=device, min_face_size=self.min_face_size,  # noqa: E731
+                                         thresholds=self.thresholds, factor=self.factor, backend=backend,
+                                         max_pixels=self.max_pixels)
+        if self.name in (None, "mtcnn"):
+            return mtcnn()
+        from .detection.blazeface import BlazeFace, RefinedBlazeFace
+
+        blazeface = BlazeFace("full" if self.name == "blazeface-full" else "short", device=device, backend=backend)
+        return RefinedBlazeFace(blazeface, mtcnn()) if self.name == "blazeface-onet" else blazeface
 
     def relaxed(self) -> "DetectorSettings":
         """The second pass's settings: lower stage thresholds and a finer pyramid (chosen on
         Pointing'04, celeba-299 and LFW view 1 by ``benchmarks/robust_dev.py``)."""
         return DetectorSettings(min_face_size=self.min_face_size, thresholds=RELAXED_THRESHOLDS,
-                                factor=RELAXED_FACTOR, backend=self.backend, max_pixels=self.max_pixels)
+                                factor=RELAXED_FACTOR, backend=self.backend, max_pixels=self.max_pixels,
+                                name="mtcnn")
 
 
 #: The relaxed second pass (see :meth:`DetectorSettings.relaxed`).
@@ -149,7 +163,8 @@ class FacePipeline:
     within 1e-4; the default on the CPU, see :func:`facespace.embedding.default_backend`) or
     ``"onnx-int8"`` (int8-quantised, about 3x faster on CPU; its embeddings are labelled
     ``precision=int8:<id>``) or ``"torch-bf16"`` (matrix products in bfloat16, labelled
-    ``precision=bf16:...``). MTCNN's networks run with ``detector.backend``.
+    ``precision=bf16:...``). MTCNN's networks run with ``detector.backend``; a ``detector`` that
+    names no detector gets the preset's (``fast``: BlazeFace), else MTCNN.
     ``face_choice`` is the face that one-face operations (:meth:`embed_one`, :meth:`verify`) use:
     ``"largest"`` or ``"central"`` (see :mod:`facespace.face_choice`). ``preset`` ("fast",
     "balanced", "accurate"; :mod:`facespace.presets`) sets the views, runtime and threshold;
@@ -199,7 +214,7 @@ class FacePipeline:
         self.min_quality = min_quality
         self.quality_model = QualityModel.load()
         self.margin, self.centre_fraction, self.max_pixels = margin, centre_fraction, max_pixels
-        self.detector_settings = detector
+        self.detector_settings = detector.resolved(self.preset.detector if self.preset is not None else None)
         self._detector: Detector | None = None
         self._relaxed: Detector | None = None
         self._landmarkers: dict[str, "Landmarker"] = {}

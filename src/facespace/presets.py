@@ -1,6 +1,7 @@
 """Presets: named trade-offs between cost and accuracy, each with its own calibrated threshold.
 
-* ``fast``     -- the default crop, one view, int8 network (ONNX Runtime);
+* ``fast``     -- the default crop, one view, int8 network (ONNX Runtime), BlazeFace (short range)
+  as the detector, with the relaxed MTCNN pass where it finds no face;
 * ``balanced`` -- the default pipeline (what ``FacePipeline()`` is);
 * ``accurate`` -- several views of each face (crops, mirror images, optionally both pretrained
   models) fused into one embedding whose squared distance is the weighted mean of the views'.
@@ -19,6 +20,7 @@ from importlib import resources
 from typing import Literal, get_args
 
 from .alignment import AlignMode
+from .detection.types import DetectorName
 from .embedding import Backend
 from .errors import OptionError, check_choice
 
@@ -44,7 +46,7 @@ class View:
 
 @dataclass(frozen=True)
 class PresetConfig:
-    """A preset: its views, the embedding runtime, its threshold and where they came from."""
+    """A preset: its views, the embedding runtime, its threshold, its detector and where they came from."""
 
     name: str
     views: tuple[View, ...]
@@ -53,10 +55,13 @@ class PresetConfig:
     threshold: float
     source: str = ""
     ms_per_face: float | None = None
+    #: The detector when the pipeline names none; None: MTCNN.
+    detector: DetectorName | None = None
 
     def to_dict(self) -> dict:
-        return {"views": [v.to_dict() for v in self.views], "backend": self.backend,
-                "threshold": self.threshold, "source": self.source, "ms_per_face": self.ms_per_face}
+        out = {"views": [v.to_dict() for v in self.views], "backend": self.backend,
+               "threshold": self.threshold, "source": self.source, "ms_per_face": self.ms_per_face}
+        return out if self.detector is None else {**out, "detector": self.detector}
 
 
 def _preset(name: str, data: dict) -> PresetConfig:
@@ -67,8 +72,11 @@ def _preset(name: str, data: dict) -> PresetConfig:
     backend = data.get("backend")
     if backend is not None:
         check_choice(backend, Backend, f"preset {name!r} backend")
+    detector = data.get("detector")
+    if detector is not None:
+        check_choice(detector, DetectorName, f"preset {name!r} detector")
     return PresetConfig(name, views, backend, float(data["threshold"]),
-                        data.get("source", ""), data.get("ms_per_face"))
+                        data.get("source", ""), data.get("ms_per_face"), detector)
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..alignment import ALIGN_MODES
-from ..detection.types import DETECTOR_BACKENDS, DETECTOR_NAMES, SECOND_PASSES
+from ..detection.types import DETECTOR_BACKENDS, DETECTOR_MODELS, DETECTOR_NAMES, SECOND_PASSES
 from ..embedding import BACKENDS
 from ..errors import FacespaceError, OptionError
 from ..files import atomic_path
@@ -53,9 +53,10 @@ def add_pipeline_options(parser: argparse.ArgumentParser, detection_only: bool =
     group.add_argument("--min-face-size", type=_positive_int, default=20, help="smallest face to detect, in pixels")
     group.add_argument("--second-pass", default="relaxed", choices=SECOND_PASSES,
                        help="look again with relaxed detector settings where no face was found (default) or not")
-    group.add_argument("--detector", default="mtcnn", choices=DETECTOR_NAMES,
-                       help="face detector: mtcnn (default), blazeface (MediaPipe short range, fast) or "
-                            "blazeface-full (full range: smaller faces); see README 'Fast detector'")
+    group.add_argument("--detector", default=None, choices=DETECTOR_NAMES,
+                       help="face detector: mtcnn (the default), blazeface (MediaPipe short range, fast), "
+                            "blazeface-full (full range: smaller faces) or blazeface-onet (short range's faces, "
+                            "MTCNN's O-Net landmarks; the default of --preset fast); see README 'Fast detector'")
     group.add_argument("--detector-backend", default=None, choices=DETECTOR_BACKENDS,
                        help="MTCNN runtime: onnx (ONNX Runtime, the default on the CPU) or torch (the same "
                             "detections; the default on other devices)")
@@ -84,7 +85,7 @@ def pipeline_options(args: argparse.Namespace, **settings: Any) -> dict[str, Any
         device=args.device,
         batch_size=getattr(args, "batch_size", 32),
         detector=DetectorSettings(min_face_size=args.min_face_size, backend=getattr(args, "detector_backend", None),
-                                  name=getattr(args, "detector", "mtcnn")),
+                                  name=getattr(args, "detector", None)),
         backend=getattr(args, "backend", None),
         second_pass=getattr(args, "second_pass", "relaxed"),
         min_quality=getattr(args, "min_quality", None),
@@ -106,8 +107,8 @@ def check_weight_cache(pipeline: "FacePipeline") -> None:
             raise FacespaceError(f"{what} {describe(root)}: is not a folder")
     except OSError as exc:
         raise FacespaceError(f"{what} {describe(root)}: {exc.strerror or exc}") from None
-    detector = resolve_config(pipeline.detector_settings.name, "detector")
-    configs = [e.config for e in pipeline.embedders.values()] + [detector]
+    detectors = [resolve_config(name, "detector") for name in DETECTOR_MODELS[pipeline.detector_settings.name]]
+    configs = [e.config for e in pipeline.embedders.values()] + detectors
     if not all(is_cached(c) for c in configs):
         check_output(root, what, folder=True)
 

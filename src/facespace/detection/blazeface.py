@@ -24,14 +24,12 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import check_choice
-from ..pretrained.loader import load_network
-from ..runtime.threads import apply_thread_default
-from .types import Detections, check_image
+from .mtcnn import MTCNN, Runner, torch_runner
+from .types import DetectorBackend, Detections, check_image, default_detector_backend
 
-__all__ = ["BlazeFace", "BlazeFaceRange", "BLAZEFACE_RANGES", "mouth_corners"]
+__all__ = ["BlazeFace", "BlazeFaceRange", "BLAZEFACE_RANGES", "RefinedBlazeFace", "mouth_corners", "proposals"]
 
 #: Which BlazeFace: "short" (128 px, faces within ~2 m) or "full" (192 px, smaller faces).
 BlazeFaceRange = Literal["short", "full"]
@@ -56,6 +54,11 @@ _VARIANTS = {
 }
 _SCORE_CLIP = 100.0
 _NMS_IOU = 0.3
+#: BlazeFace's box -> the box MTCNN's O-Net is given: its centre moved by these fractions of the box
+#: side (x, y) and its side scaled, so it matches MTCNN's own final box; medians over 150 celeba-299
+#: development photos (``python benchmarks/fast_detector.py --fit-proposals``).
+PROPOSAL_SHIFT = (-0.010, -0.108)
+PROPOSAL_SCALE = 1.039
 
 
 def anchors(variant: _Variant) -> np.ndarray:
@@ -82,34 +85,46 @@ class BlazeFace:
     """MediaPipe's BlazeFace as a :class:`~facespace.detection.types.Detector`.
 
     ``range``: "short" or "full" (see :data:`BlazeFaceRange`); ``min_score``: the face
-    probability a detection needs (MediaPipe's default 0.5).
+    probability a detection needs (MediaPipe's default 0.5). ``backend``: the network's runtime,
+    "onnx" (ONNX Runtime, exported into the weight cache on first use; no torch once cached) or
+    "torch"; None: :func:`~facespace.detection.types.default_detector_backend` (ONNX Runtime on the CPU).
     """
 
     def __init__(self, range: BlazeFaceRange = "short", min_score: float = 0.5,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str = "cpu", backend: DetectorBackend | None = None) -> None:
         self.range: BlazeFaceRange = check_choice(range, BlazeFaceRange, "BlazeFace range")
         if not 0 <= min_score <= 1:
             raise ValueError(f"min_score must lie in [0, 1], got {min_score}")
         self.min_score = float(min_score)
         self.variant = _VARIANTS[self.range]
-        self.device = torch.device(device)
-        apply_thread_default()
-        self.net = load_network(self.variant.model, "detector", self.device)
+        self.device = str(device)
+        self.backend: DetectorBackend = check_choice(backend or default_detector_backend(self.device),
+                                                     DetectorBackend, "detector backend")
+        self._run: Runner = self._load()
         self.anchors = anchors(self.variant)
 
-    def __repr__(self) -> str:
-        return f"BlazeFace(range={self.range!r}, min_score={self.min_score:g}, device='{self.device}')"
+    def _load(self) -> Runner:
+        if self.backend == "onnx":
+            from ..runtime.onnx_backend import load_onnx_detector
 
-    @torch.inference_mode()
+            return load_onnx_detector(self.variant.model, self.variant.size).run
+        from ..pretrained.loader import load_network
+
+        return torch_runner(load_network(self.variant.model, "detector", self.device), self.device)
+
+    def __repr__(self) -> str:
+        return (f"BlazeFace(range={self.range!r}, min_score={self.min_score:g}, device='{self.device}', "
+                f"backend={self.backend!r})")
+
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Faces in each of a batch of RGB uint8 ``H x W x 3`` images (sizes may differ)."""
         arrays = [check_image(image, i) for i, image in enumerate(images)]
         if not arrays:
             return []
         batch, frames = zip(*(self._letterbox(a) for a in arrays))
-        x = torch.from_numpy(np.stack(batch)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        regressors, logits = self.net(x)
-        regressors, logits = regressors.float().cpu().numpy(), logits.float().cpu().numpy()[..., 0]
+        x = np.ascontiguousarray((np.stack(batch).astype(np.float32) / np.float32(127.5) - 1).transpose(0, 3, 1, 2))
+        regressors, logits = self._run(x)
+        logits = logits[..., 0]
         return [self._decode(r, s, frame) for r, s, frame in zip(regressors, logits, frames)]
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -142,6 +157,34 @@ class BlazeFace:
         boxes = (boxes.reshape(-1, 2, 2) - offset).reshape(-1, 4) / scale
         points = (points - offset) / scale
         return Detections(boxes, scores, five_points(points, self.variant.mouth))
+
+
+def proposals(boxes: np.ndarray, shift: tuple[float, float] = PROPOSAL_SHIFT,
+              scale: float = PROPOSAL_SCALE) -> np.ndarray:
+    """(K, 4) square boxes for O-Net from BlazeFace's (K, 4) boxes (see :data:`PROPOSAL_SHIFT`)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    side = (boxes[:, 2:] - boxes[:, :2]).mean(axis=1, keepdims=True)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 + np.float32(shift) * side
+    half = side * np.float32(scale) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+class RefinedBlazeFace:
+    """BlazeFace (short range) finds the faces; MTCNN's O-Net, given one 48x48 crop a face, confirms
+    each and measures its box and five landmarks again, so the crops are MTCNN's at about a tenth of
+    its cost. An image where O-Net confirms none of BlazeFace's faces keeps BlazeFace's."""
+
+    def __init__(self, blazeface: BlazeFace, mtcnn: MTCNN) -> None:
+        self.blazeface, self.mtcnn = blazeface, mtcnn
+
+    def __repr__(self) -> str:
+        return f"RefinedBlazeFace({self.blazeface!r}, {self.mtcnn!r})"
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces in each of a batch of RGB uint8 ``H x W x 3`` images (sizes may differ)."""
+        found = self.blazeface.detect(images)
+        refined = self.mtcnn.refine(images, [proposals(d.boxes) for d in found])
+        return [r if len(r) else d for r, d in zip(refined, found)]
 
 
 def five_points(points: np.ndarray, offsets: tuple[float, float]) -> np.ndarray:

@@ -21,7 +21,7 @@ pixel coordinates (pixel ``i`` spans ``[i, i + 1)``).
 
 Everything but the three networks runs in NumPy, and the networks are called on NumPy
 arrays: ONNX Runtime graphs directly (``backend="onnx"``: no torch in the process), torch
-modules through :func:`_torch_runner` (``backend="torch"``, any device). No tensor ever
+modules through :func:`torch_runner` (``backend="torch"``, any device). No tensor ever
 crosses between the stages.
 """
 
@@ -55,8 +55,8 @@ _CHUNK = 32
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
-def _torch_runner(net: Any, device: str) -> Runner:
-    """A torch module (P-, R- or O-Net) on ``device`` as a :data:`Runner`."""
+def torch_runner(net: Any, device: str) -> Runner:
+    """A torch module (P-, R- or O-Net, BlazeFace) on ``device`` as a :data:`Runner`."""
     import torch
 
     from ..runtime.threads import apply_thread_default
@@ -73,11 +73,11 @@ def _torch_runner(net: Any, device: str) -> Runner:
 
 
 def _runner(net: Any, device: str) -> Runner:
-    """An ONNX Runtime network (it has ``run``) as it is; a torch module through :func:`_torch_runner`."""
+    """An ONNX Runtime network (it has ``run``) as it is; a torch module through :func:`torch_runner`."""
     run = getattr(net, "run", None)
     if callable(run) and not hasattr(net, "parameters"):
         return run
-    return _torch_runner(net, device)
+    return torch_runner(net, device)
 
 
 def _net_input(pixels: np.ndarray) -> np.ndarray:
@@ -170,6 +170,29 @@ class MTCNN:
         boxes, groups = self._stage_pnet(small)
         boxes, groups = self._stage_rnet(small, boxes, groups)
         found = self._stage_onet(small, boxes, groups)
+        return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
+                for d, a, size in zip(found, arrays, sizes)]
+
+    def refine(self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray]) -> list[Detections]:
+        """O-Net alone on another detector's (K, 4) face boxes per image: MTCNN's boxes, scores and
+        landmarks for the faces O-Net confirms (score >= ``thresholds[2]``), at the cost of one
+        48x48 crop a face instead of the pyramid."""
+        arrays = [check_image(image, i) for i, image in enumerate(images)]
+        if not arrays:
+            return []
+        if len(proposals) != len(arrays):
+            raise ValueError(f"{len(arrays)} images but {len(proposals)} sets of proposals")
+        sizes = [self._working_size(a.shape) for a in arrays]
+        small, boxes = [], []
+        for a, size, p in zip(arrays, sizes, proposals):
+            p = np.asarray(p, np.float32).reshape(-1, 4)
+            if size is not None:
+                p = p * np.float32([size[0] / a.shape[1], size[1] / a.shape[0]] * 2)
+                a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+            small.append(a)
+            boxes.append(p)
+        groups = np.concatenate([np.full(len(p), i, np.int64) for i, p in enumerate(boxes)])
+        found = self._stage_onet(small, _square(np.concatenate(boxes)), groups)
         return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
                 for d, a, size in zip(found, arrays, sizes)]
 

@@ -7,15 +7,21 @@ from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DetectorName",
+__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DETECTOR_MODELS", "DetectorName",
            "default_detector_backend",
            "DETECTOR_NAMES", "LANDMARK_NAMES", "SECOND_PASSES", "SecondPass",
            "check_image"]
 
 #: Which detector finds the faces: MTCNN (the default), or MediaPipe's BlazeFace, short range
-#: (128 px input, faces within ~2 m) or full range (192 px, smaller faces); see detection/blazeface.py.
-DetectorName = Literal["mtcnn", "blazeface", "blazeface-full"]
+#: (128 px input, faces within ~2 m) or full range (192 px, smaller faces), or short range with each
+#: face confirmed and its box and five landmarks measured again by MTCNN's O-Net ("blazeface-onet");
+#: see detection/blazeface.py.
+DetectorName = Literal["mtcnn", "blazeface", "blazeface-full", "blazeface-onet"]
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
+#: The registry's detector entries (weights) each detector runs.
+DETECTOR_MODELS: dict[str, tuple[str, ...]] = {"mtcnn": ("mtcnn",), "blazeface": ("blazeface",),
+                                               "blazeface-full": ("blazeface-full",),
+                                               "blazeface-onet": ("blazeface", "mtcnn")}
 
 #: Runtimes for the detector's networks: "torch", or "onnx" (ONNX Runtime on the CPU, same detections
 #: within 2e-4 px, no torch in the process once the graphs are cached; the default on the CPU).

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ..comparison import unit_rows
-from ..detection.types import DETECT_PIXELS
+from ..detection.types import DETECT_PIXELS, DETECTOR_MODELS
 from ..errors import ImageLoadError, check_choice
 from ..pretrained.registry import get_config
 from ..face_choice import choose_index
@@ -170,6 +170,12 @@ def _detector_descriptor(pipeline) -> dict:
     caches made before it existed stay valid: they hold images under 4 megapixels, where the
     default changes nothing (LFW, celeba-299)."""
     s = pipeline.detector_settings
+    if s.name == "blazeface-onet":  # BlazeFace's proposals, O-Net's threshold
+        from ..detection.blazeface import PROPOSAL_SCALE, PROPOSAL_SHIFT
+
+        return {"version": CACHE_VERSION, "detector": s.name, "onet_threshold": s.thresholds[2],
+                "proposal": [list(PROPOSAL_SHIFT), PROPOSAL_SCALE],
+                "weights": ";".join(_weights_id(m, "detector") for m in DETECTOR_MODELS[s.name])}
     if s.name != "mtcnn":  # BlazeFace: no MTCNN settings apply
         return {"version": CACHE_VERSION, "detector": s.name, "weights": _weights_id(s.name, "detector")}
     out = {"version": CACHE_VERSION, "detector": "mtcnn", "weights": _weights_id(None, "detector"),

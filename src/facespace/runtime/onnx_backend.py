@@ -224,6 +224,30 @@ def load_onnx_embedder(model: "PretrainedConfig | str | None" = None, threads: i
     return cached_graph(path, lambda p: export_embedder(config, p, opset), sources, threads)
 
 
+def export_detector(config: "PretrainedConfig", path: str | Path, size: int, opset: int = DEFAULT_OPSET) -> Path:
+    """Export a single-network detector (BlazeFace: ``size`` x ``size`` input, two outputs) to ``path``."""
+    import torch
+
+    from ..pretrained.loader import load_network
+
+    axes = {"input": {0: "batch"}, "regressors": {0: "batch"}, "scores": {0: "batch"}}
+    return export_module(load_network(config, "detector"), (torch.zeros(1, 3, size, size),), path, ["input"],
+                         ["regressors", "scores"], axes, opset)
+
+
+def load_onnx_detector(name: str, size: int, threads: int | None = None,
+                       opset: int = DEFAULT_OPSET) -> OnnxNetwork:
+    """The ONNX Runtime form of single-network detector ``name`` (BlazeFace), exported into the
+    weight cache on first use."""
+    from ..pretrained.registry import get_config
+    from ..pretrained.weights import weight_paths
+
+    config = get_config(name, "detector")
+    weight_paths(config)  # fetched and verified, as the torch path does
+    path, sources = float_graph(config, opset)
+    return cached_graph(path, lambda p: export_detector(config, p, size, opset), sources, threads)
+
+
 def load_onnx_mtcnn(name: str | None = None, threads: int | None = None,
                     opset: int = DEFAULT_OPSET) -> list[OnnxNetwork]:
     """P-, R- and O-Net of detector ``name`` run by ONNX Runtime, exported into the weight cache
