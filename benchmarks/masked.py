@@ -2,7 +2,7 @@
 
     python benchmarks/masked.py [--folds N] [--models M ...] [--aligns A ...]
 
-For each pretrained model and crop (align, margin), ``facespace.evaluation.report.run_pairs``
+For each pretrained model and crop (upright, the default; align; margin), ``facespace.evaluation.report.run_pairs``
 on LFW view 2 ``pairs.txt`` (the 10-fold protocol; a test set: nothing here is chosen on it)
 three times: unoccluded, ``mask:first`` (each pair's first image masked) and ``mask:both``.
 The mask (``facespace.occlusion.draw_mask``) is drawn from dlib68's 68 points on the detected
@@ -32,7 +32,7 @@ from _recognition_common import write_result
 
 LFW = DATA / "lfw"
 MODELS = ("facenet-msceleb-128", "facenet-casia-512")
-ALIGNS = ("align", "margin")
+ALIGNS = ("upright", "align", "margin")
 CONDITIONS = {"none": None, "mask:first": Occlusion("mask", "first"), "mask:both": Occlusion("mask", "both")}
 
 
