@@ -162,11 +162,15 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="rerun the LFW quality table only; keep the committed file's time and memory rows")
     args = parser.parse_args()
     before = [round(v, 2) for v in os.getloadavg()]
     rows = quality(args.methods) if not args.skip_quality else []
     scale = []
-    for n in args.sizes:
+    if args.quality_only:
+        scale = json.loads((RESULTS / "cluster_scale.json").read_text())["scale"]
+    for n in ([] if args.quality_only else args.sizes):
         scale.append(run_child(n, args.methods))
         print(scale[-1], flush=True)
     result = {"benchmark": "cluster_scale", "load_average_before": before, "lfw_quality": rows, "scale": scale,

@@ -217,7 +217,8 @@ def _read_dataset(path: Path) -> tuple[dict, dict[str, ExportedPerson]]:
     except FacespaceError as exc:
         raise GalleryError(str(exc)) from None
     header = {"format": EXPORT_FORMAT, "version": 2, "model": table.model,
-              "preprocessing_id": table.preprocessing_id, "dim": table.dim}
+              "preprocessing_id": table.preprocessing_id, "dim": table.dim,
+              "encoding": encoding_of(None)}  # a dataset holds float32 embeddings
     now = time.time()
     people: dict[str, tuple[list, list, list, list]] = {}
     for image, rows in table.by_image().items():
