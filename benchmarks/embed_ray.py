@@ -111,8 +111,8 @@ def main() -> int:
 
     result = {"benchmark": "embed_ray", "images": len(images), "of_lfw": 13233, "model": FacePipeline().model_name,
               "load_average_before": before, "runs": runs, "machine": machine(),
-              "note": ("local: one process (torch's default threads); ray-N: a local Ray with N CPUs and N actors, "
-                       "one torch thread each. Wall time includes process and Ray start-up and model loading."),
+              "note": ("local: one process (the runtime's default threads: two here); ray-N: a local Ray with N CPUs "
+                       "and N actors, one inference thread each. Wall time includes process and Ray start-up and model loading."),
               "command": "python benchmarks/embed_ray.py" + (f" --limit {args.limit}" if args.limit else "")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
