@@ -880,9 +880,9 @@ NOTES = [
     "once the graphs are cached). facespace-torch: both on torch (the default before), the same embeddings "
     "within 1e-4 and detections within 2e-4 px.",
     "facespace-int8: the int8-quantised network through ONNX Runtime (backend='onnx-int8'); on LFW "
-    "view 2 (test, reported only) it scores 99.25% against 99.38% for float with the default upright crop "
-    "(`facespace evaluate lfw --preset fast --detector mtcnn`; 99.37% against 99.40% with the align crop, "
-    "benchmarks/results/int8.json), and the fast preset 99.23% (`--preset fast`); its embeddings "
+    "view 2 (test, reported only) it scores 99.28% against 99.38% for float with the default upright crop "
+    "(benchmarks/results/int8.json; adopted on LFW view 1), and the fast preset 99.18% "
+    "(`facespace evaluate lfw --preset fast`); its embeddings "
     "differ from float by cosine > 0.99, so max_abs_diff_vs_facespace_torch is large by design.",
     "facespace-fast: the fast preset (FacePipeline(preset='fast')): the int8 network, detector "
     "'blazeface-onet' (BlazeFace short range, each face's box and landmarks measured again by MTCNN's O-Net; "
