@@ -147,8 +147,11 @@ def markdown(result: dict) -> str:
     rows = result["detectors"]
     lines = ["# Detectors: MTCNN and BlazeFace", "",
              f"Machine: {result['machine']['cpu']}, {result['machine'].get('cpus_usable')} usable cores, "
-             f"shared with other sessions (load average {result['load_before']} before, {result['load_after']} after): "
-             "compare as ratios within this run.", "",
+             f"shared with other sessions (load average {result['load_before']} before the first run, "
+             f"{result['load_after']} after the last"
+             + "".join(f"; before the {k[len('load_before_'):]} rerun {v}" for k, v in result.items()
+                       if k.startswith("load_before_"))
+             + "): compare as ratios within one run.", "",
              "| detector | recall (43 faces) | false positives | ms/img 640x480 | ms/img 1280x720 | "
              "end-to-end img/s (500 LFW) | LFW dev accuracy | dev VAL@FAR | dev missed | "
              "LFW view 2 (test) accuracy | test VAL@FAR | test missed |",
