@@ -76,18 +76,19 @@ class DetectorSettings:
         return replace(self, name=preset_detector or "mtcnn")
 
     def build(self, device: str) -> Detector:
-        from .detection.mtcnn import MTCNN
-
         backend = self.backend if self.backend is not None else default_detector_backend(device)
-        mtcnn = lambda: MTCNN.pretrained(device=device, min_face_size=self.min_face_size,  # noqa: E731
-                                         thresholds=self.thresholds, factor=self.factor, backend=backend,
-                                         max_pixels=self.max_pixels)
         if self.name in (None, "mtcnn"):
-            return mtcnn()
+            return self._mtcnn(device, backend)
         from .detection.blazeface import BlazeFace, RefinedBlazeFace
 
         blazeface = BlazeFace("full" if self.name == "blazeface-full" else "short", device=device, backend=backend)
-        return RefinedBlazeFace(blazeface, mtcnn()) if self.name == "blazeface-onet" else blazeface
+        return RefinedBlazeFace(blazeface, self._mtcnn(device, backend)) if self.name == "blazeface-onet" else blazeface
+
+    def _mtcnn(self, device: str, backend: DetectorBackend) -> "Detector":
+        from .detection.mtcnn import MTCNN
+
+        return MTCNN.pretrained(device=device, min_face_size=self.min_face_size, thresholds=self.thresholds,
+                                factor=self.factor, backend=backend, max_pixels=self.max_pixels)
 
     def relaxed(self) -> "DetectorSettings":
         """The second pass's settings: lower stage thresholds and a finer pyramid (chosen on

@@ -164,14 +164,10 @@ class MTCNN:
         arrays = [check_image(image, i) for i, image in enumerate(images)]
         if not arrays:
             return []
-        sizes = [self._working_size(a.shape) for a in arrays]
-        small = [a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-                 for a, size in zip(arrays, sizes)]
+        small, sizes = self._working_copies(arrays)
         boxes, groups = self._stage_pnet(small)
         boxes, groups = self._stage_rnet(small, boxes, groups)
-        found = self._stage_onet(small, boxes, groups)
-        return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
-                for d, a, size in zip(found, arrays, sizes)]
+        return _full_size(self._stage_onet(small, boxes, groups), arrays, sizes)
 
     def refine(self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray]) -> list[Detections]:
         """O-Net alone on another detector's (K, 4) face boxes per image: MTCNN's boxes, scores and
@@ -182,19 +178,19 @@ class MTCNN:
             return []
         if len(proposals) != len(arrays):
             raise ValueError(f"{len(arrays)} images but {len(proposals)} sets of proposals")
-        sizes = [self._working_size(a.shape) for a in arrays]
-        small, boxes = [], []
-        for a, size, p in zip(arrays, sizes, proposals):
+        small, sizes = self._working_copies(arrays)
+        boxes = []
+        for p, a, size in zip(proposals, arrays, sizes):
             p = np.asarray(p, np.float32).reshape(-1, 4)
-            if size is not None:
-                p = p * np.float32([size[0] / a.shape[1], size[1] / a.shape[0]] * 2)
-                a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-            small.append(a)
-            boxes.append(p)
+            boxes.append(p if size is None else p * np.float32([size[0] / a.shape[1], size[1] / a.shape[0]] * 2))
         groups = np.concatenate([np.full(len(p), i, np.int64) for i, p in enumerate(boxes)])
-        found = self._stage_onet(small, _square(np.concatenate(boxes)), groups)
-        return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
-                for d, a, size in zip(found, arrays, sizes)]
+        return _full_size(self._stage_onet(small, _square(np.concatenate(boxes)), groups), arrays, sizes)
+
+    def _working_copies(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list]:
+        """Each image at its working size (:meth:`_working_size`: itself, or a downscaled copy) and that size."""
+        sizes = [self._working_size(a.shape) for a in arrays]
+        return [a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+                for a, size in zip(arrays, sizes)], sizes
 
     def _working_size(self, shape: Sequence[int]) -> tuple[int, int] | None:
         """None, or the (width, height) within ``max_pixels`` that an image is detected at; each side is
@@ -304,6 +300,11 @@ class MTCNN:
 
 
 # ---------------------------------------------------------------- helpers
+def _full_size(found: list[Detections], arrays: list[np.ndarray], sizes: list) -> list[Detections]:
+    """Detections made at each image's working size mapped back to the image (each side by its ratio)."""
+    return [d if size is None else d.scaled(a.shape[1] / size[0], a.shape[0] / size[1])
+            for d, a, size in zip(found, arrays, sizes)]
+
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

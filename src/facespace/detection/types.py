@@ -7,9 +7,8 @@ from typing import Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
-__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DETECTOR_MODELS", "DetectorName",
-           "default_detector_backend",
-           "DETECTOR_NAMES", "LANDMARK_NAMES", "SECOND_PASSES", "SecondPass",
+__all__ = ["DETECT_PIXELS", "Detections", "Detector", "DetectorBackend", "DETECTOR_BACKENDS", "DETECTOR_MODELS",
+           "DetectorName", "default_detector_backend", "DETECTOR_NAMES", "LANDMARK_NAMES", "SECOND_PASSES", "SecondPass",
            "check_image"]
 
 #: Which detector finds the faces: MTCNN (the default), or MediaPipe's BlazeFace, short range
@@ -35,6 +34,8 @@ def default_detector_backend(device: str = "cpu") -> DetectorBackend:
     from ..runtime.device import prefers_onnx_runtime
 
     return "onnx" if prefers_onnx_runtime(device) else "torch"
+
+
 #: Whether an image in which detection found no face gets a second, relaxed pass.
 SecondPass = Literal["relaxed", "off"]
 SECOND_PASSES: tuple[str, ...] = get_args(SecondPass)
