@@ -216,3 +216,71 @@ def test_onnx_detector_finds_the_same_faces(private_home):
     assert list((private_home / "weights").rglob("onnx-opset*/pnet.onnx"))
     with pytest.raises(ValueError, match="detector backend"):
         MTCNN.pretrained(backend="tensorrt")
+
+
+def test_prelu_and_softmax_rewrites_keep_the_function(tmp_path):
+    """The graph rewrites MTCNN's export gets, on a small net with PReLU slopes below 0 and above 1
+    (as R-Net's are): no PRelu or Softmax left, ONNX Runtime's outputs as torch's."""
+    from torch import nn
+
+    from facespace.runtime.onnx_backend import export_module
+    from facespace.runtime.onnx_passes import mtcnn_form
+
+    class Small(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.prelu = nn.PReLU(4)
+            self.head = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return torch.softmax(self.head(self.prelu(self.conv(x))), dim=1)
+
+    net = Small().eval()
+    with torch.no_grad():
+        net.prelu.weight.copy_(torch.tensor([-0.6, 0.0, 0.25, 1.3]))
+    export_module(net, (torch.zeros(1, 3, 8, 8),), tmp_path / "small.onnx", ["input"], ["probability"],
+                  {"input": {0: "batch", 2: "height", 3: "width"}, "probability": {0: "batch", 2: "h", 3: "w"}},
+                  rewrite=mtcnn_form)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "small.onnx")).graph.node}
+    assert "PRelu" not in ops and "Softmax" not in ops and "Sigmoid" in ops
+    x = torch.randn(3, 3, 9, 7, generator=torch.Generator().manual_seed(0)) * 3
+    session = ort.InferenceSession(str(tmp_path / "small.onnx"), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], net(x).numpy(), atol=1e-6)
+
+
+def test_widened_mtcnn_networks_compute_the_same_on_real_crops(pipeline):
+    """P-Net and R-Net with their first convolution widened to 16 / 32 channels give the same outputs
+    on 24x24 crops of real faces and of the background around them."""
+    from facespace.detection.mtcnn import _net_input
+    from facespace.pretrained.loader import load_mtcnn_net
+    from facespace.runtime.onnx_passes import widened
+
+    paths = weight_paths("mtcnn", kind="detector")
+    image = pipeline.load(lfw_image("Serena_Williams", 1))
+    crops = np.stack([image[y : y + 24, x : x + 24] for y in range(0, 220, 37) for x in range(0, 220, 41)])
+    x = torch.from_numpy(np.ascontiguousarray(_net_input(crops)))
+    for key, channels in (("pnet", 16), ("rnet", 32)):
+        net = load_mtcnn_net(key, paths[key])
+        wide = widened(net)
+        assert wide.conv1.out_channels == channels and net.conv1.out_channels < channels
+        with torch.inference_mode():
+            for got, want in zip(wide(x), net(x)):
+                np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_onnx_detector_batches_within_the_pixel_budget_and_matches_one_by_one(pipeline):
+    from facespace.detection import mtcnn
+
+    shapes = {i: (150, 150) for i in range(5)} | {5: (107, 80)}
+    batches = mtcnn._pad_batches(list(shapes), shapes, 50_000)
+    assert sorted(i for b in batches for i in b) == list(shapes)
+    assert all(len(b) == 1 or len(b) * 150 * 150 <= 50_000 for b in batches)
+    assert len(mtcnn._pad_batches(list(shapes), shapes)) == 1  # no budget: one padded batch
+    detector = mtcnn.MTCNN.pretrained(backend="onnx")
+    images = [pipeline.load(lfw_image(name, number)) for name, number in IMAGES]
+    for single, batched in zip((detector.detect_one(im) for im in images), detector.detect(images)):
+        assert len(single) == len(batched) >= 1
+        np.testing.assert_allclose(batched.boxes, single.boxes, atol=1e-3)
+        np.testing.assert_allclose(batched.landmarks, single.landmarks, atol=1e-3)

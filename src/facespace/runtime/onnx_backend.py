@@ -33,9 +33,11 @@ import numpy as np
 
 from ..errors import FacespaceError
 from ..files import atomic_path, has_valid_manifest, write_manifest
+from .onnx_passes import mtcnn_form, widened
 from .threads import ort_threads
 
 if TYPE_CHECKING:
+    import onnx
     import torch
     from torch import nn
 
@@ -45,6 +47,9 @@ __all__ = ["export_embedder", "export_mtcnn", "export_module", "OnnxNetwork",
            "load_onnx_embedder", "load_onnx_mtcnn", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
+#: The graph rewrite MTCNN's exported networks get (recorded in their manifests, so a graph
+#: exported before it, or with another, is exported again).
+MTCNN_REWRITE = "wide-relu-sigmoid"
 
 
 def _embed_module(net: "nn.Module") -> "nn.Module":
@@ -64,8 +69,10 @@ def _embed_module(net: "nn.Module") -> "nn.Module":
 
 def export_module(module: "nn.Module", example: "tuple[torch.Tensor, ...]", path: str | Path,
                   input_names: list[str], output_names: list[str],
-                  dynamic_axes: dict[str, dict[int, str]], opset: int = DEFAULT_OPSET) -> Path:
-    """Trace ``module`` (eval mode, on CPU) to ONNX at ``path``, atomically; checks the file."""
+                  dynamic_axes: dict[str, dict[int, str]], opset: int = DEFAULT_OPSET,
+                  rewrite: "Callable[[onnx.ModelProto], onnx.ModelProto] | None" = None) -> Path:
+    """Trace ``module`` (eval mode, on CPU) to ONNX at ``path``, atomically; checks the file.
+    ``rewrite`` (one of :mod:`facespace.runtime.onnx_passes`) is applied to the traced graph."""
     import torch
 
     module = module.to("cpu").eval()
@@ -75,6 +82,10 @@ def export_module(module: "nn.Module", example: "tuple[torch.Tensor, ...]", path
             torch.onnx.export(module, example, str(tmp), input_names=input_names,
                               output_names=output_names, dynamic_axes=dynamic_axes,
                               opset_version=opset, do_constant_folding=True, dynamo=False)
+        if rewrite is not None:
+            import onnx
+
+            onnx.save(rewrite(onnx.load(str(tmp))), str(tmp))
         try:
             import onnx
         except ImportError:
@@ -123,8 +134,8 @@ def export_mtcnn(directory: str | Path, name: str | None = None,
     out = {}
     for key, (shape, outputs, axes) in specs.items():
         net = load_mtcnn_net(key, paths[key], "cpu")
-        out[key] = export_module(net, (torch.zeros(shape),), directory / f"{key}.onnx", ["input"], outputs,
-                                 axes, opset)
+        out[key] = export_module(widened(net), (torch.zeros(shape),), directory / f"{key}.onnx", ["input"],
+                                 outputs, axes, opset, rewrite=mtcnn_form)
     return out
 
 
@@ -257,9 +268,10 @@ def load_onnx_mtcnn(name: str | None = None, threads: int | None = None,
 
     config = get_config(name, "detector")
     paths = weight_paths(config)
-    folder = paths["pnet"].parent / f"onnx-opset{opset}"
+    folder = paths["pnet"].parent / f"onnx-opset{opset}-{MTCNN_REWRITE}"
     keys = ("pnet", "rnet", "onet")
-    sources = {key: {"weights": config.files[key].sha256, "opset": opset} for key in keys}
+    sources = {key: {"weights": config.files[key].sha256, "opset": opset, "rewrite": MTCNN_REWRITE}
+               for key in keys}
     if not all(has_valid_manifest(folder / f"{key}.onnx", sources[key]) for key in keys):
         export_mtcnn(folder, config.name, opset)
         for key in keys:
