@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import WeightsError, check_choice
-from ..runtime.preprocess import fixed_scale
+from ..runtime.preprocess import normalise_array
 from .nms import batched_nms
 from .types import DETECT_PIXELS, DetectorBackend, Detections, check_image
 
@@ -70,7 +70,6 @@ def torch_runner(net: Any, device: str) -> Runner:
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
-            # NHWC pixels viewed as NCHW are channels-last, the layout oneDNN's convolutions prefer
             outs = net(torch.from_numpy(x).to(device))
         return [o.float().cpu().numpy() for o in outs]
     return run
@@ -85,8 +84,8 @@ def _runner(net: Any, device: str) -> Runner:
 
 
 def _net_input(pixels: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> the networks' (N, 3, H, W) float32 input (a channels-last view)."""
-    return fixed_scale(pixels.astype(np.float32)).transpose(0, 3, 1, 2)
+    """(N, H, W, 3) uint8 -> the networks' contiguous (N, 3, H, W) float32 input, ``(x - 127.5) / 128``."""
+    return normalise_array(pixels, "fixed")
 
 
 class MTCNN:
