@@ -4,7 +4,8 @@
 
 The adoption rule (issue 13): bf16 becomes a ``--backend`` value only if it is faster than float32
 and its accuracy on the development sets -- LFW view 1 ``pairsDevTest`` (1,000 pairs, best
-threshold by 10 identity-disjoint folds, ``PairSet.with_folds``) and the Pointing'04 pose pairs
+threshold by 10 identity-disjoint folds, ``PairSet.with_folds``; ``pairsDevTrain`` too, 2,200 pairs)
+and the Pointing'04 pose pairs
 (``facespace.evaluation.pointing04.pose_pairs``, 5 identity-disjoint folds) -- is within 0.1
 points of float32's. Detections and crops are the same for both (the evaluation cache); only the
 embedding differs. ``--test`` also reports LFW view 2 (``pairs.txt``, the test set: reported,
@@ -96,6 +97,7 @@ def main() -> None:
     for p in PRECISIONS:
         pipeline = FacePipeline(backend=p)
         out["development"][p] = {"preprocessing_id": pipeline.preprocessing_id}
+        out["development"][p]["lfw_view1_devtrain"] = lfw(pipeline, "pairsDevTrain.txt")[0]
         out["development"][p]["lfw_view1_devtest"], embedded[p] = lfw(pipeline, "pairsDevTest.txt")
         out["development"][p]["pointing04"] = pointing04(pipeline)
         if args.test:
@@ -106,7 +108,7 @@ def main() -> None:
                                     "max_abs_diff": float(np.abs(embedded["torch"] - embedded["torch-bf16"]).max())}
     dev = out["development"]
     drops = {k: round(100 * (dev["torch"][k]["accuracy"] - dev["torch-bf16"][k]["accuracy"]), 3)
-             for k in ("lfw_view1_devtest", "pointing04")}
+             for k in ("lfw_view1_devtrain", "lfw_view1_devtest", "pointing04")}
     from int8 import face_crops
 
     lfw_paths = sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))[:40]

@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 
 #: Runtimes for the embedding network: "torch" (any device), "onnx" (ONNX Runtime, float, the
 #: same embeddings within 1e-4), "onnx-int8" (int8-quantised: ~3x faster on CPU, cosine ~0.998)
-#: and "torch-bf16" (torch autocast to bfloat16 on the CPU: ~2x faster where the CPU has
-#: AVX512-BF16 or AMX, cosine ~0.9997; benchmarks/results/bf16.json).
+#: and "torch-bf16" (the network in bfloat16 on the CPU, runtime/fuse.py: ~2.3x faster than "torch"
+#: where the CPU has AVX512-BF16 or AMX, cosine >= 0.999; benchmarks/results/bf16.json).
 Backend = Literal["torch", "onnx", "onnx-int8", "torch-bf16"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 #: The label of torch-bf16 embeddings in a pipeline's preprocessing (galleries never mix them with
-#: float ones): bfloat16 convolutions and linear layer, float32 residual sums and normalisation.
-BF16_PRECISION = "bf16:f32-residual"
+#: float ones, nor with earlier bf16 ones): bfloat16 convolutions and residual sums (fused into them,
+#: runtime/fuse.py), float32 pooling, bottleneck and normalisation. Was "bf16:f32-residual" (autocast,
+#: float32 residual sums: embeddings up to 6e-3 apart from these).
+BF16_PRECISION = "bf16:bf16-residual,f32-head"
 #: Backends run by ONNX Runtime on NumPy arrays (no torch once their graph is cached).
 ORT_BACKENDS: tuple[str, ...] = ("onnx", "onnx-int8")
 
@@ -66,12 +68,14 @@ class Embedder:
 
     ``backend=None`` (the default) is :func:`default_backend`: ONNX Runtime on the CPU.
     Speed: the torch network is loaded with its batch norms folded into the
-    convolutions (same outputs to ~1e-6) and, on CPU, in channels-last memory
-    layout. ``backend="onnx"`` runs the same network with ONNX Runtime instead
+    convolutions (same outputs to ~1e-6) and, on CPU, run as oneDNN convolutions
+    in channels-last layout with their ReLUs and residual sums fused
+    (:func:`facespace.runtime.fuse.fuse_pointwise`, same outputs to ~1e-6).
+    ``backend="onnx"`` runs the same network with ONNX Runtime instead
     (CPU only; exported into the weight cache on first use; needs the ``onnx``
     extra); ``backend="onnx-int8"`` runs its int8-quantised form
-    (:mod:`facespace.runtime.quantize`); ``backend="torch-bf16"`` runs the torch network with its
-    matrix products in bfloat16 (autocast, residual sums in float32; labelled ``precision=bf16:...``
+    (:mod:`facespace.runtime.quantize`); ``backend="torch-bf16"`` runs that fused torch network in
+    bfloat16 (pooling, bottleneck and normalisation in float32; labelled ``precision=bf16:...``
     like int8). ``half`` runs the network in float16; the default is True on CUDA
     (embeddings then differ by ~1e-3 from float32) and False elsewhere.
     """
@@ -88,7 +92,7 @@ class Embedder:
         self.device_name = device_name(device)
         self.backend: Backend = default_backend(self.device_name) if backend is None else backend
         self.config: PretrainedConfig = resolve_config(model, "embedder")
-        #: Matrix products in bfloat16 (torch autocast), everything else and the output in float32.
+        #: The network in bfloat16 (runtime/fuse.py), its head and output in float32.
         self.bf16 = backend == "torch-bf16"
         if not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
@@ -129,10 +133,12 @@ class Embedder:
         from .pretrained.loader import load_embedder
 
         net = load_embedder(self.config, device=str(self.device), fuse=True)
+        if self.device.type == "cpu" and not self.half:  # oneDNN convolutions, ReLUs and residual sums fused
+            from .runtime.fuse import fuse_pointwise
+
+            return fuse_pointwise(net, torch.bfloat16 if self.bf16 else torch.float32)
         if self.device.type == "cpu":
             net = net.to(memory_format=torch.channels_last)
-        if self.bf16:  # the weights cast once (autocast would cast them on every call): same outputs
-            return net.to(torch.bfloat16)
         return net.half() if self.half else net
 
     @property
@@ -159,9 +165,8 @@ class Embedder:
             # float16 network, float32 L2 normalisation (a squared norm can overflow float16)
             raw = self.network(batch.half(), normalize=False).float()
             return torch.nn.functional.normalize(raw, p=2.0, dim=1, eps=1e-10)
-        if self.bf16:  # bfloat16 convolutions and linear layer, float32 L2 normalisation
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                raw = self.network(batch, normalize=False)
+        if self.bf16:  # bfloat16 network (fuse_pointwise), float32 L2 normalisation
+            raw = self.network(batch, normalize=False)
             return torch.nn.functional.normalize(raw.float(), p=2.0, dim=1, eps=1e-10)
         return self.network(batch).float()
 
@@ -188,7 +193,8 @@ class Embedder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
-                batch = normalise(crops[start : start + self.batch_size], self.config.normalisation)
+                batch = normalise(crops[start : start + self.batch_size], self.config.normalisation,
+                                  channels_last=self.device.type == "cpu")
                 embeddings = self._forward(batch)
                 if flip:
                     embeddings = embeddings + self._forward(torch.flip(batch, dims=[3]))
