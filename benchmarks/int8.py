@@ -1,14 +1,15 @@
 """int8 quantisation of an embedder: calibrate, then check LFW accuracy and speed against float.
 
     python benchmarks/int8.py --calibrate        # measure ranges, write src/facespace/data/int8/<model>.json
-    python benchmarks/int8.py                    # LFW view 2 + speed, write benchmarks/results/int8.json
+    python benchmarks/int8.py [--no-cache]       # LFW view 1 + 2 and speed, write benchmarks/results/int8.json
 
 Calibration: the registered crop of every ``--stride``-th image of
 ``../shared/data/celeba-299`` (identities disjoint from LFW), min/max
 activation ranges (``facespace.runtime.quantize.measure_ranges``).
 
 Check: the 10-fold protocol with the torch backend (float) and the ``onnx-int8``
-backend, same detections and crops (the evaluation cache), on LFW view 1
+backend, same detections and crops (the evaluation cache, or all detected now with
+``--no-cache``), on LFW view 1
 ``pairsDevTrain.txt`` and ``pairsDevTest.txt`` (development: they decide) and on view 2
 ``pairs.txt`` (the test: reported only); the largest embedding difference and the smallest
 cosine between the two on the view-2 crops; faces/s at batch 32 and batch 1 for torch,
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads for the speed check")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "int8.json"))
+    p.add_argument("--no-cache", action="store_true",
+                   help="detect and embed every image now (the evaluation cache may hold another detector's boxes)")
     args = p.parse_args(argv)
 
     import torch
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
         embedded = {}
         for backend in ("torch", "onnx-int8"):
             pipeline = FacePipeline(model=args.model, backend=backend)
-            run = run_pairs(pipeline, pairs, progress=False)
+            run = run_pairs(pipeline, pairs, progress=False, cache=not args.no_cache)
             embedded[backend] = run.embeddings.embeddings
             m = run.report
             result["lfw"].setdefault(name, {})[backend] = {
