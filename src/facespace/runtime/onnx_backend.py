@@ -82,15 +82,14 @@ def export_module(module: "nn.Module", example: "tuple[torch.Tensor, ...]", path
             torch.onnx.export(module, example, str(tmp), input_names=input_names,
                               output_names=output_names, dynamic_axes=dynamic_axes,
                               opset_version=opset, do_constant_folding=True, dynamo=False)
-        if rewrite is not None:
-            import onnx
-
-            onnx.save(rewrite(onnx.load(str(tmp))), str(tmp))
         try:
             import onnx
         except ImportError:
-            pass
+            if rewrite is not None:
+                raise
         else:
+            if rewrite is not None:
+                onnx.save(rewrite(onnx.load(str(tmp))), str(tmp))
             onnx.checker.check_model(str(tmp))
     return Path(path)
 

@@ -71,7 +71,8 @@ def two_class_sigmoid(model: "onnx.ModelProto") -> "onnx.ModelProto":
         if weight.shape[0] != 2:
             continue
         for name, value in ((source.input[1], weight), (source.input[2], bias)):
-            constants[name].CopyFrom(numpy_helper.from_array(np.stack([value[0] - value[1], value[1] - value[0]]), name))
+            difference = np.stack([value[0] - value[1], value[1] - value[0]])
+            constants[name].CopyFrom(numpy_helper.from_array(difference, name))
         node.op_type = "Sigmoid"
         del node.attribute[:]
     return model
